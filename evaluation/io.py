@@ -1,0 +1,54 @@
+"""File plumbing shared by every reader and writer: transparent .gz, errors that point at a line,
+and atomic writes (temporary file in the target's folder, then rename)."""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+class FormatError(ValueError):
+    """A malformed input line: names the file, the line number and what was expected."""
+
+    def __init__(self, path: str | os.PathLike, line_no: int | None, message: str):
+        self.path, self.line_no = str(path), line_no
+        where = f"{self.path}:{line_no}" if line_no is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+def open_text(path: str | os.PathLike) -> IO[str]:
+    """Open a text file for reading, gunzipping it when its name ends in .gz."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Write `path` all at once: the content goes to a temporary file beside it, which replaces
+    `path` only when the block finishes without an exception (gzip-compressed for a .gz name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    binary = "b" in mode
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            if path.suffix == ".gz":
+                with gzip.open(raw, "wb" if binary else "wt", encoding=None if binary else "utf-8") as fh:
+                    yield fh
+            elif binary:
+                yield raw
+            else:
+                with open(raw.fileno(), "w", encoding="utf-8", closefd=False) as fh:
+                    yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,27 @@
+"""Shared test fixtures: where the real benchmark data and the parity fixtures live."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RANKLINE_SHARED", ROOT.parent / "shared"))
+DATA = SHARED / "data"
+FIXTURES = SHARED / "fixtures"
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert DATA.is_dir(), f"benchmark data not found at {DATA} (set RANKLINE_SHARED)"
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    assert FIXTURES.is_dir(), f"parity fixtures not found at {FIXTURES} (set RANKLINE_SHARED)"
+    return FIXTURES
