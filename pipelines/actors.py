@@ -1,0 +1,102 @@
+"""Pipeline stages as Ray actors: one retriever actor and an ActorPool of reranker actors.
+
+Each actor builds its stage from the stage's object or Factory, so a restarted actor (Ray restarts
+a dead one up to `max_restarts` times and retries its in-flight calls) rebuilds the same stage and
+answers the same way.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from rankline.pipelines.pipeline import RayOptions, RerankStage, RetrieveStage, materialize, rerank_head
+from rankline.retrieval.types import Hit, Query
+
+
+class StageActor:
+    """Holds one built stage; the methods are what the pipeline and the batch job call remotely."""
+
+    def __init__(self, source: Any):
+        self.stage = materialize(source)
+
+    def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
+        return self.stage.search_batch(list(queries), k)
+
+    def rerank_head(self, queries: Sequence[Query], hits_lists: Sequence[Sequence[Hit]], depth: int) -> list[list[Hit]]:
+        return rerank_head(self.stage, queries, hits_lists, depth)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def ensure_ray() -> None:
+    """Connect to the running Ray instance, or start a local one bound to 127.0.0.1."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS") or None,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+
+
+def actor_options(resources: Mapping[str, float], max_restarts: int) -> dict:
+    """Ray actor options from {"CPU": n, "GPU": n, "<custom>": n}; an actor restarted after a crash
+    re-runs its in-flight calls (max_task_retries)."""
+    res = dict(resources)
+    opts: dict[str, Any] = {
+        "num_cpus": res.pop("CPU", 1),
+        "num_gpus": res.pop("GPU", 0),
+        "max_restarts": max_restarts,
+        "max_task_retries": max_restarts,
+    }
+    if res:
+        opts["resources"] = res
+    return opts
+
+
+class RayRunner:
+    """Runs a pipeline's stages as actors; query chunks flow retriever -> reranker pool without
+    passing through the driver (the reranker receives the retriever's ObjectRef)."""
+
+    def __init__(self, retrieve: RetrieveStage, rerank: RerankStage | None, opts: RayOptions):
+        import ray
+        from ray.util import ActorPool
+
+        ensure_ray()
+        remote = ray.remote(StageActor)
+        self.opts = opts
+        self.retriever = remote.options(**actor_options({"CPU": 1}, opts.max_restarts)).remote(retrieve.source)
+        self.rerankers = []
+        self.pool = None
+        self.depth = rerank.depth if rerank else 0
+        if rerank is not None:
+            options = actor_options(opts.resources, opts.max_restarts)
+            self.rerankers = [remote.options(**options).remote(rerank.source) for _ in range(opts.num_replicas)]
+            self.pool = ActorPool(self.rerankers)
+
+    def rank_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
+        import ray
+
+        queries = list(queries)
+        size = self.opts.chunk_size
+        chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
+        hit_refs = [self.retriever.search_batch.remote(chunk, k) for chunk in chunks]
+        if self.pool is None:
+            parts = ray.get(hit_refs)
+        else:
+            depth = self.depth
+            parts = list(
+                self.pool.map(lambda actor, job: actor.rerank_head.remote(job[0], job[1], depth), zip(chunks, hit_refs))
+            )
+        return [hits for part in parts for hits in part]
+
+    def close(self) -> None:
+        import ray
+
+        for actor in [self.retriever, *self.rerankers]:
+            ray.kill(actor, no_restart=True)
+        self.rerankers, self.pool = [], None

@@ -1,0 +1,63 @@
+"""Small deterministic stages implementing the Retriever / Reranker protocols, for machinery tests.
+
+KeywordRetriever scores a document by how many distinct query words it contains (ties: docid
+ascending), so expected rankings can be worked out by hand. ShortestFirstReranker puts shorter
+documents first (ties: docid ascending) and scores by rank, strictly decreasing.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from rankline.retrieval.types import Doc, Hit, Query
+
+CORPUS = [
+    Doc("d1", "ray serve deploys python models behind http", "Serve"),
+    Doc("d2", "ray actors hold state between calls", "Actors"),
+    Doc("d3", "bm25 ranks documents by term frequency and inverse document frequency", "BM25"),
+    Doc("d4", "dense retrieval encodes queries and documents into vectors", "Dense"),
+    Doc("d5", "listwise rerankers order documents with a language model", "FIRST"),
+    Doc("d6", "trec run files list documents per query with ranks and scores", "TREC"),
+    Doc("d7", "python ray actors", "Short"),
+    Doc("d8", "documents", ""),
+]
+
+
+def words(text: str) -> set[str]:
+    return set(text.lower().split())
+
+
+class KeywordRetriever:
+    def __init__(self, docs: Sequence[Doc] = tuple(CORPUS)):
+        self.docs = list(docs)
+
+    def search(self, query: Query, k: int) -> list[Hit]:
+        q = words(query.text)
+        scored = [(len(q & words(d.text)), d) for d in self.docs]
+        scored = [(s, d) for s, d in scored if s > 0]
+        scored.sort(key=lambda sd: (-sd[0], sd[1].docid))
+        return [Hit(d.docid, float(s), d.text, d.title) for s, d in scored[:k]]
+
+    def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
+        return [self.search(q, k) for q in queries]
+
+
+class ShortestFirstReranker:
+    """Shorter text ranks higher. `crash_file`: if it exists, the first call in a process removes
+    it and kills the process (a reranker replica dying mid-job, once)."""
+
+    def __init__(self, crash_file: str | None = None):
+        self.crash_file = crash_file
+
+    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
+        return self.rerank_batch([query], [hits])[0]
+
+    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
+        if self.crash_file and os.path.exists(self.crash_file):
+            os.unlink(self.crash_file)
+            os._exit(1)
+        out = []
+        for hs in hits:
+            order = sorted(hs, key=lambda h: (len(h.text), h.docid))
+            out.append([Hit(h.docid, float(len(order) - i), h.text, h.title) for i, h in enumerate(order)])
+        return out
