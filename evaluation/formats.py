@@ -1,0 +1,290 @@
+"""Readers and writers for the TREC and BEIR file formats.
+
+Runs: ``qid Q0 docid rank score tag`` (space or tab separated, plain or .gz); the rank column is
+checked to be an integer but otherwise ignored, as trec_eval does. Qrels: TREC ``qid iter docid rel``
+or BEIR TSV with the ``query-id corpus-id score`` header. Topics: ``qid<TAB>text`` or BEIR
+``queries.jsonl``. Corpora: BEIR ``corpus.jsonl`` ({"_id","title","text"}), pyserini-style
+``{"id","contents"}`` jsonl(.gz) and ``docid<TAB>text`` / ``docid<TAB>title<TAB>text`` TSV.
+
+Parsing is strict: a malformed line raises :class:`FormatError` naming the file, the line and what
+was expected, and nothing is silently skipped (only blank lines carry no record). Writers are atomic.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+from rankline.evaluation.io import FormatError, atomic_write, open_text
+
+__all__ = [
+    "CorpusRecord",
+    "FormatError",
+    "Qrels",
+    "Run",
+    "iter_corpus",
+    "read_qrels",
+    "read_run",
+    "read_topics",
+    "ranked",
+    "write_corpus",
+    "write_qrels",
+    "write_run",
+    "write_topics",
+]
+
+Run = dict[str, dict[str, float]]
+Qrels = dict[str, dict[str, int]]
+PathLike = str | os.PathLike
+
+BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusRecord:
+    """One document of a corpus file."""
+
+    docid: str
+    title: str
+    text: str
+
+
+def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) for every non-blank line of `path`."""
+    with open_text(path) as fh:
+        for line_no, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield line_no, line
+
+
+def _is_jsonl(path: PathLike) -> bool:
+    name = os.fspath(path).lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return name.endswith((".jsonl", ".json"))
+
+
+def _json_object(path: PathLike, line_no: int, line: str) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, line_no, f"expected one JSON object per line ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise FormatError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _json_str(path: PathLike, line_no: int, obj: dict, key: str, *, required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise FormatError(path, line_no, f"expected a {key!r} field, found keys {sorted(obj)}")
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and key in ("_id", "id"):
+        return str(value)  # numeric ids (BEIR files sometimes have them) are ids all the same
+    if not isinstance(value, str):
+        raise FormatError(path, line_no, f"expected {key!r} to be a string, got {type(value).__name__}")
+    return value
+
+
+def _parse_relevance(path: PathLike, line_no: int, token: str) -> int:
+    """An integer relevance grade; integer-valued decimals such as ``1.`` or ``2.0`` are accepted."""
+    try:
+        return int(token)
+    except ValueError:
+        pass
+    try:
+        value = float(token)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():
+        raise FormatError(path, line_no, f"expected an integer relevance grade, got {token!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+def read_run(path: PathLike) -> Run:
+    """Read a TREC run into ``{qid: {docid: score}}``.
+
+    Every line must have six whitespace-separated fields ``qid Q0 docid rank score tag`` with an
+    integer rank and a finite score; a docid twice for the same query is an error.
+    """
+    run: Run = {}
+    for line_no, line in _lines(path):
+        fields = line.split()
+        if len(fields) != 6:
+            raise FormatError(path, line_no, f"expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}")
+        qid, _, docid, rank, score, _ = fields
+        try:
+            int(rank)
+        except ValueError:
+            raise FormatError(path, line_no, f"expected an integer rank in field 4, got {rank!r}") from None
+        try:
+            value = float(score)
+        except ValueError:
+            raise FormatError(path, line_no, f"expected a numeric score in field 5, got {score!r}") from None
+        if not math.isfinite(value):
+            raise FormatError(path, line_no, f"expected a finite score in field 5, got {score!r}")
+        docs = run.setdefault(qid, {})
+        if docid in docs:
+            raise FormatError(path, line_no, f"document {docid!r} appears twice for query {qid!r}")
+        docs[docid] = value
+    return run
+
+
+def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
+    """(docid, score) pairs in trec_eval order: score descending, ties by docid descending."""
+    return sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
+
+
+def write_run(path: PathLike, run: Mapping[str, Mapping[str, float]], tag: str = "rankline") -> None:
+    """Write ``{qid: {docid: score}}`` as a TREC run, ranks numbered in trec_eval order (atomic)."""
+    if not tag or any(c.isspace() for c in tag):
+        raise ValueError(f"run tag must be one non-empty word, got {tag!r}")
+    with atomic_write(path) as fh:
+        for qid, docs in run.items():
+            for rank, (docid, score) in enumerate(ranked(docs), 1):
+                fh.write(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n")
+
+
+# -------------------------------------------------------------------------------------------- qrels
+
+
+def read_qrels(path: PathLike) -> Qrels:
+    """Read relevance judgments into ``{qid: {docid: grade}}``.
+
+    TREC qrels have four fields ``qid iter docid rel``; a file whose first line is the BEIR header
+    ``query-id corpus-id score`` is read as BEIR TSV with three fields per line. A (qid, docid)
+    pair judged twice is an error.
+    """
+    qrels: Qrels = {}
+    lines = _lines(path)
+    first = next(lines, None)
+    if first is None:
+        return qrels
+    beir = tuple(first[1].split()) == BEIR_QRELS_HEADER
+    if beir:
+        n_fields, layout, doc_col = 3, "'query-id corpus-id score' (BEIR TSV)", 1
+        body: Iterable[tuple[int, str]] = lines
+    else:
+        n_fields, layout, doc_col = 4, "'qid iter docid rel' (TREC qrels)", 2
+        body = _chain(first, lines)
+    for line_no, line in body:
+        fields = line.split()
+        if len(fields) != n_fields:
+            raise FormatError(path, line_no, f"expected {n_fields} fields {layout}, got {len(fields)}")
+        qid, docid = fields[0], fields[doc_col]
+        grade = _parse_relevance(path, line_no, fields[-1])
+        docs = qrels.setdefault(qid, {})
+        if docid in docs:
+            raise FormatError(path, line_no, f"document {docid!r} judged twice for query {qid!r}")
+        docs[docid] = grade
+    return qrels
+
+
+def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    yield first
+    yield from rest
+
+
+def write_qrels(path: PathLike, qrels: Mapping[str, Mapping[str, int]], *, beir: bool = False) -> None:
+    """Write judgments as TREC qrels (``qid 0 docid rel``) or, with ``beir=True``, BEIR TSV (atomic)."""
+    with atomic_write(path) as fh:
+        if beir:
+            fh.write("\t".join(BEIR_QRELS_HEADER) + "\n")
+        for qid, docs in qrels.items():
+            for docid, grade in docs.items():
+                fh.write(f"{qid}\t{docid}\t{int(grade)}\n" if beir else f"{qid} 0 {docid} {int(grade)}\n")
+
+
+# ------------------------------------------------------------------------------------------- topics
+
+
+def read_topics(path: PathLike) -> dict[str, str]:
+    """Read queries into ``{qid: text}`` from ``qid<TAB>text`` TSV or BEIR ``queries.jsonl``."""
+    topics: dict[str, str] = {}
+    jsonl = _is_jsonl(path)
+    for line_no, line in _lines(path):
+        if jsonl:
+            obj = _json_object(path, line_no, line)
+            qid, text = _json_str(path, line_no, obj, "_id"), _json_str(path, line_no, obj, "text")
+        else:
+            qid, sep, text = line.partition("\t")
+            if not sep or not qid.strip() or not text.strip():
+                raise FormatError(path, line_no, "expected 'qid<TAB>query text'")
+            qid = qid.strip()
+        if qid in topics:
+            raise FormatError(path, line_no, f"query {qid!r} appears twice")
+        topics[qid] = text
+    return topics
+
+
+def write_topics(path: PathLike, topics: Mapping[str, str]) -> None:
+    """Write ``{qid: text}`` as BEIR queries.jsonl when the name ends in .jsonl(.gz), else TSV (atomic)."""
+    jsonl = _is_jsonl(path)
+    with atomic_write(path) as fh:
+        for qid, text in topics.items():
+            if jsonl:
+                fh.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+            else:
+                if "\t" in text or "\n" in text:
+                    raise ValueError(f"query {qid!r}: a TSV topic text cannot contain a tab or newline")
+                fh.write(f"{qid}\t{text}\n")
+
+
+# ------------------------------------------------------------------------------------------- corpus
+
+
+def iter_corpus(path: PathLike) -> Iterator[CorpusRecord]:
+    """Stream the documents of a corpus file.
+
+    JSONL (.jsonl/.json, optionally .gz): BEIR records ``{"_id","title","text"}`` or pyserini records
+    ``{"id","contents"}`` (title empty). Anything else is TSV: ``docid<TAB>text`` or
+    ``docid<TAB>title<TAB>text``.
+    """
+    jsonl = _is_jsonl(path)
+    for line_no, line in _lines(path):
+        if jsonl:
+            obj = _json_object(path, line_no, line)
+            if "_id" in obj:
+                yield CorpusRecord(
+                    _json_str(path, line_no, obj, "_id"),
+                    _json_str(path, line_no, obj, "title", required=False),
+                    _json_str(path, line_no, obj, "text"),
+                )
+            elif "id" in obj:
+                yield CorpusRecord(
+                    _json_str(path, line_no, obj, "id"),
+                    _json_str(path, line_no, obj, "title", required=False),
+                    _json_str(path, line_no, obj, "contents"),
+                )
+            else:
+                raise FormatError(path, line_no, f"expected an '_id' (BEIR) or 'id' (pyserini) field, found keys {sorted(obj)}")
+        else:
+            fields = line.split("\t")
+            if len(fields) == 2:
+                yield CorpusRecord(fields[0], "", fields[1])
+            elif len(fields) == 3:
+                yield CorpusRecord(fields[0], fields[1], fields[2])
+            else:
+                raise FormatError(path, line_no, f"expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', got {len(fields)} fields")
+
+
+def write_corpus(path: PathLike, records: Iterable[CorpusRecord], *, pyserini: bool = False) -> None:
+    """Write documents as BEIR corpus.jsonl or, with ``pyserini=True``, ``{"id","contents"}`` jsonl (atomic).
+
+    The pyserini layout has no title field, so the title is prepended to the contents.
+    """
+    with atomic_write(path) as fh:
+        for rec in records:
+            if pyserini:
+                contents = f"{rec.title}\n{rec.text}" if rec.title else rec.text
+                obj = {"id": rec.docid, "contents": contents}
+            else:
+                obj = {"_id": rec.docid, "title": rec.title, "text": rec.text}
+            fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
