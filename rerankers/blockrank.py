@@ -1,0 +1,255 @@
+"""BlockRank: blockwise in-context reranking read from attention (Gupta et al. 2025, "Scalable In-context
+Ranking with Generative Models"; official code nilesh2797/BlockRank, its `scripts/eval_attn.py` mode).
+
+The prompt is an instruction block (which contains the query), one block per candidate
+(`ID: i | CONTENT: ... | END ID: i`) and a query block ending in `Final Answer: [`. Candidates attend to the
+instruction and causally to themselves, the query block attends to everything, and every candidate block
+starts at the same position id. A candidate's relevance is the attention mass that the last query tokens
+put on its block at one middle layer; the layers after it are never run. Nothing here limits the number
+of candidates: the attention cost is linear in it (see `rankline.rerankers.blockrank_attention`).
+
+Block construction, tokenisation, truncation, position ids and scoring follow the official code exactly as
+documented in ../shared/fixtures/blockrank-parity/README.md; the parity tests check our scores against it.
+Two deliberate differences, neither of which changes a score: blocks are packed instead of left-padded to
+a common size (padding never takes part in attention), and blocks are built directly, so the separator
+text inside a document cannot split it.
+
+Zero-shot calibration (Chen et al., ICLR 2025, "Attention in Large Language Models Yields Efficient Zero-Shot
+Re-Rankers"): with `calibrate=True` the score is `score(query) - score(content-free query)`, which removes
+the part of the attention explained by a passage's position and length rather than by the query.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Sequence
+
+from rankline.retrieval.types import Hit, Query
+
+if TYPE_CHECKING:
+    import torch
+
+# The official prompt (src/blockrank/dataset.py), verbatim.
+INSTRUCTION = (
+    "You will be given a query and a list of documents. Each document will be formatted as ID: <id> | "
+    "CONTENT: <content> | END ID: <id>. You need to read carefully and understand all of them and your goal "
+    "is to find all document(s) from the list that can help answer the query."
+)
+FINAL_SECTION = (
+    "\n====== Now let's start! ======\nWhich document is most relevant to answer the query? Print out the ID "
+    "of the document.\nQuery: {query}\nThe following document(s) can help answer the query:"
+)
+ANSWER_PREFIX = "Final Answer: "
+ANSWER_OPEN = "["
+SEPARATOR = "<<end_of_block_prompt_segment>>"
+# The official default scoring layer, chosen for 32-layer Mistral-7B; scaled to other depths.
+REFERENCE_LAYER, REFERENCE_DEPTH = 20, 32
+# The content-free query of the ICLR 2025 calibration.
+CALIBRATION_QUERY = "N/A"
+
+
+@dataclass(frozen=True)
+class BlockRankConfig:
+    """Every knob of the method; the defaults are the official code's (configs/eval_mistral.yaml,
+    dataset.py, losses.py).
+
+    layer: decoder layer (0-based) whose attention gives the scores; None = 20/32 of the model's depth.
+    max_block_tokens: block size cap; every block keeps its first H tokens, H the longest block rounded
+        up to `pad_to_multiple_of` and capped by this (also rounded up).
+    query_offset: first position id of the query block.
+    scoring_query_tokens: how many of the query block's last tokens (ending in `[`) read the scores.
+    calibrate / calibration_query: subtract the scores obtained with a content-free query.
+    batch_size: queries per forward pass (a calibrated query takes two rows).
+    """
+
+    layer: int | None = None
+    max_block_tokens: int = 384
+    pad_to_multiple_of: int = 16
+    query_offset: int = 16384
+    scoring_query_tokens: int = 2
+    calibrate: bool = False
+    calibration_query: str = CALIBRATION_QUERY
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_block_tokens", "pad_to_multiple_of", "scoring_query_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BlockRankConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.layer is not None and self.layer < 0:
+            raise ValueError(f"BlockRankConfig.layer must be >= 0, got {self.layer}")
+
+
+def default_layer(num_layers: int) -> int:
+    """The official scoring layer (20 of 32) scaled to a model with `num_layers` decoder layers."""
+    return min(num_layers - 1, round(REFERENCE_LAYER * num_layers / REFERENCE_DEPTH))
+
+
+def format_document(title: str | None, text: str) -> str:
+    """The official document string: `f"{title} {text}".strip()`, a missing title read as empty."""
+    return f"{title or ''} {text}".strip()
+
+
+@dataclass(frozen=True)
+class BlockPrompt:
+    """One query's prompt as blocks of token ids: block 0 the instruction, blocks 1..N the candidates in
+    input order, block N+1 the query block (ending in the scoring tokens). `raw_lengths` are the lengths
+    before the cut to `block_size` tokens."""
+
+    blocks: tuple[tuple[int, ...], ...]
+    raw_lengths: tuple[int, ...]
+    block_size: int
+    query_offset: int
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.blocks) - 2
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return tuple(len(b) for b in self.blocks)
+
+    @property
+    def truncated(self) -> tuple[int, ...]:
+        """Indices of the blocks that lost tokens to the cut."""
+        return tuple(i for i, (raw, b) in enumerate(zip(self.raw_lengths, self.blocks)) if raw > len(b))
+
+    def input_ids(self) -> list[int]:
+        """The packed token sequence [instruction | doc_1 .. doc_N | query]."""
+        return [t for block in self.blocks for t in block]
+
+    def position_ids(self) -> list[int]:
+        """Instruction 0..L0-1; every candidate block L0..L0+Lb-1; the query block from `query_offset`."""
+        first = len(self.blocks[0])
+        ids = list(range(first))
+        for block in self.blocks[1:-1]:
+            ids.extend(range(first, first + len(block)))
+        ids.extend(range(self.query_offset, self.query_offset + len(self.blocks[-1])))
+        return ids
+
+
+def _separator_for(texts: Sequence[str]) -> str:
+    """A block separator that occurs in none of `texts` (it never reaches the model)."""
+    sep = SEPARATOR
+    while any(sep in t for t in texts):
+        sep = sep.replace(">>", "#>>")
+    return sep
+
+
+def build_prompt(tokenizer: Any, query: str, documents: Sequence[str], config: BlockRankConfig) -> BlockPrompt:
+    """Render and tokenise the official BlockRank prompt for `query` and the formatted `documents`.
+
+    The chat template of the tokenizer renders one user turn (instruction + query, the candidates, the final
+    section) and the open assistant turn `Final Answer: [`; the rendering is cut at block boundaries, each
+    block after the first gets a leading newline, and each is tokenised on its own without special tokens
+    (special-token text inside a document becomes the special id, as in the reference).
+    """
+    sep = _separator_for([query, *documents])
+    user = sep.join(
+        [
+            f"{INSTRUCTION}\nQuery: {query}\n\nDocuments:",
+            *(f"ID: {i} | CONTENT: {doc} | END ID: {i}" for i, doc in enumerate(documents)),
+            FINAL_SECTION.format(query=query),
+        ]
+    )
+    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": ANSWER_PREFIX + sep + ANSWER_OPEN}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    segments = text.split(sep)
+    if len(segments) != len(documents) + 3 or segments[-1] != ANSWER_OPEN:
+        raise ValueError(
+            f"the chat template of {getattr(tokenizer, 'name_or_path', 'the tokenizer')} does not keep the "
+            f"BlockRank blocks apart (expected {len(documents) + 3} segments ending in {ANSWER_OPEN!r}, "
+            f"got {len(segments)})"
+        )
+    pieces = [segments[0], *("\n" + s for s in segments[1:-1]), segments[-1]]
+    ids = tokenizer(pieces, add_special_tokens=False)["input_ids"]
+    raw = [list(b) for b in ids[:-2]] + [list(ids[-2]) + list(ids[-1])]
+    longest = max(len(b) for b in raw)
+    multiple = config.pad_to_multiple_of
+    block_size = math.ceil(min(longest, config.max_block_tokens) / multiple) * multiple
+    if len(raw[-1]) > block_size:
+        raise ValueError(
+            f"query {query[:60]!r}: the query block has {len(raw[-1])} tokens but blocks are cut to {block_size} "
+            f"(--max-block-tokens {config.max_block_tokens}); the cut would remove the scoring token "
+            f"{ANSWER_OPEN!r}. Raise max_block_tokens or shorten the query"
+        )
+    if len(raw[-1]) < config.scoring_query_tokens:
+        raise ValueError(f"the query block has fewer than scoring_query_tokens={config.scoring_query_tokens} tokens")
+    return BlockPrompt(
+        blocks=tuple(tuple(b[:block_size]) for b in raw),
+        raw_lengths=tuple(len(b) for b in raw),
+        block_size=block_size,
+        query_offset=config.query_offset,
+    )
+
+
+@dataclass
+class BlockRankReranker:
+    """Reranks candidate lists by BlockRank attention scores with a causal LM (Llama/Mistral/Qwen style).
+
+    `rerank` / `rerank_batch` follow the Reranker protocol: hits best first, `score` the BlockRank relevance
+    (a share of attention mass in [0, 1], or a difference of two with calibration). `score_batch` returns the
+    raw scores in input order.
+    """
+
+    model: Any
+    tokenizer: Any
+    config: BlockRankConfig = field(default_factory=BlockRankConfig)
+
+    def __post_init__(self) -> None:
+        num_layers = self.model.config.get_text_config().num_hidden_layers
+        layer = default_layer(num_layers) if self.config.layer is None else self.config.layer
+        if layer >= num_layers:
+            raise ValueError(f"layer {layer} does not exist: the model has {num_layers} decoder layers (0..{num_layers - 1})")
+        self.config = replace(self.config, layer=layer)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = "smollm2-135m-instruct", *, device: Any = None, dtype: Any = None,
+                        **config: Any) -> "BlockRankReranker":
+        """Load a model with `rankline.rerankers.models.load_causal_lm`; `config` holds BlockRankConfig fields."""
+        from rankline.rerankers.models import load_causal_lm
+
+        lm = load_causal_lm(name_or_path, device=device, dtype=dtype)
+        return cls(lm.model, lm.tokenizer, BlockRankConfig(**config))
+
+    def prompt(self, query: str, hits: Sequence[Hit]) -> BlockPrompt:
+        return build_prompt(self.tokenizer, query, [format_document(h.title, h.text) for h in hits], self.config)
+
+    def score_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[float]]:
+        """BlockRank scores of every candidate, in input order, for each query (calibrated if configured)."""
+        from rankline.rerankers.blockrank_attention import score_prompts
+
+        if len(queries) != len(hits):
+            raise ValueError(f"{len(queries)} queries but {len(hits)} candidate lists")
+        cfg = self.config
+        results: list[list[float]] = [[] for _ in queries]
+        todo = [i for i, h in enumerate(hits) if len(h) > 0]
+        for start in range(0, len(todo), cfg.batch_size):
+            chunk = todo[start:start + cfg.batch_size]
+            prompts = [self.prompt(queries[i].text, hits[i]) for i in chunk]
+            if cfg.calibrate:
+                prompts += [self.prompt(cfg.calibration_query, hits[i]) for i in chunk]
+            scores = score_prompts(self.model, prompts, layer=cfg.layer, scoring_tokens=cfg.scoring_query_tokens)
+            for j, i in enumerate(chunk):
+                row = scores[j]
+                if cfg.calibrate:
+                    row = [s - c for s, c in zip(row, scores[j + len(chunk)])]
+                results[i] = row
+        return results
+
+    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
+        return self.rerank_batch([query], [hits])[0]
+
+    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
+        return [order_hits(h, s) for h, s in zip(hits, self.score_batch(queries, hits))]
+
+
+def order_hits(hits: Sequence[Hit], scores: Sequence[float]) -> list[Hit]:
+    """Hits by descending score (a stable sort: exact ties keep input order, as the reference's sort does);
+    an exact tie's later hit gets the next float below, so written scores decrease strictly."""
+    ranked = sorted(zip(hits, scores), key=lambda hs: -hs[1])
+    out: list[Hit] = []
+    for hit, score in ranked:
+        if out and score >= out[-1].score:
+            score = math.nextafter(out[-1].score, -math.inf)
+        out.append(replace(hit, score=float(score)))
+    return out
