@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
+import numpy as np
+
 from rankline.evaluation.io import FormatError, atomic_write, open_text
 
 __all__ = [
@@ -138,8 +140,15 @@ def read_run(path: PathLike) -> Run:
 
 
 def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
-    """(docid, score) pairs in trec_eval order: score descending, ties by docid descending."""
-    return sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    """(docid, score) pairs in trec_eval order: score descending, ties by docid descending.
+
+    Scores are compared in single precision because trec_eval stores them as C floats: two scores
+    equal in float32 tie, and the docid decides (the returned scores keep full precision).
+    """
+    items = list(docs.items())
+    single = np.asarray([score for _, score in items], dtype=np.float64).astype(np.float32).tolist()
+    order = sorted(range(len(items)), key=lambda i: (single[i], items[i][0]), reverse=True)
+    return [items[i] for i in order]
 
 
 def write_run(path: PathLike, run: Mapping[str, Mapping[str, float]], tag: str = "rankline") -> None:
