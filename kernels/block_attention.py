@@ -1,0 +1,252 @@
+"""BlockRank block-sparse attention ("Scalable In-context Ranking with Generative Models", Gupta et al. 2025).
+
+Per row the tokens are ``[instruction | doc_1 | ... | doc_N | query | right padding]`` (see
+:class:`~rankline.kernels.block_layout.BlockLayout`). The instruction is causal on itself; each document
+attends to the whole instruction and causally to itself; the query block attends to everything before it
+and causally to itself; padding attends nowhere and its output is 0.
+
+Shapes: q ``[B, Hq, T, D]``, k and v ``[B, Hkv, T, D]`` with Hq a multiple of Hkv (grouped-query attention:
+query head h reads key/value head ``h // (Hq // Hkv)``, as Llama's ``repeat_kv``). Default scale ``D**-0.5``.
+
+Backends: ``naive`` builds the dense [T, T] mask (the oracle); ``torch`` decomposes by block (instruction and
+query rows against their prefix, every document as its own batch row over [instruction keys, own keys]), so
+its cost grows linearly with the number of documents; ``triton`` is a flash-style GPU kernel (forward only)
+that visits only the key tiles a query tile may see.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+from .backend import resolve_backend
+from .block_layout import BlockLayout
+
+if TYPE_CHECKING:
+    import torch
+
+# Upper bound on the attention-score elements one batched document call may hold (memory, not speed).
+_DOC_CHUNK_ELEMENTS = 1 << 25
+
+
+def _check_shapes(q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor | None", layout: BlockLayout) -> None:
+    if q.dim() != 4 or k.dim() != 4:
+        raise ValueError(f"block_attention: q and k must be [B, H, T, D], got {tuple(q.shape)} and {tuple(k.shape)}")
+    B, Hq, T, D = q.shape
+    if k.shape[0] != B or k.shape[2] != T or k.shape[3] != D:
+        raise ValueError(f"block_attention: k {tuple(k.shape)} does not match q {tuple(q.shape)} in B, T or D")
+    if v is not None and v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"block_attention: v {tuple(v.shape)} does not match k {tuple(k.shape)} in B, H or T")
+    if Hq % k.shape[1]:
+        raise ValueError(f"block_attention: {Hq} query heads is not a multiple of {k.shape[1]} key/value heads")
+    if layout.batch_size != B:
+        raise ValueError(f"block_attention: layout has {layout.batch_size} rows, tensors have {B}")
+    layout.check_length(T)
+
+
+def _accumulation_dtype(dtype: "torch.dtype") -> "torch.dtype":
+    import torch
+
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def block_attention_naive(
+    q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", layout: BlockLayout, scale: float
+) -> "torch.Tensor":
+    """Reference: dense logits, the layout's dense mask, softmax in fp32 (fp64 for fp64 inputs)."""
+    import torch
+
+    B, Hq, T, D = q.shape
+    rep = Hq // k.shape[1]
+    acc = _accumulation_dtype(q.dtype)
+    kk, vv = k.repeat_interleave(rep, 1).to(acc), v.repeat_interleave(rep, 1).to(acc)
+    logits = (q.to(acc) @ kk.transpose(-1, -2)) * scale
+    mask = layout.dense_mask(T, q.device)[:, None]
+    probs = torch.softmax(logits.masked_fill(~mask, torch.finfo(acc).min), dim=-1).masked_fill(~mask, 0.0)
+    return (probs @ vv).to(q.dtype)
+
+
+def _tokens(x: "torch.Tensor") -> "torch.Tensor":
+    """[B, H, T, D] -> [B*T + 1, H, D]: token-major rows plus one all-zero row used for padding slots."""
+    import torch
+
+    B, H, T, D = x.shape
+    flat = x.transpose(1, 2).reshape(B * T, H, D)
+    return torch.cat([flat, flat.new_zeros(1, H, D)])
+
+
+def _attend(
+    q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", mask: "torch.Tensor", scale: float
+) -> "torch.Tensor":
+    """SDPA with grouped-query heads; every query row of ``mask`` allows at least one key."""
+    import torch.nn.functional as F
+
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def block_attention_torch(
+    q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", layout: BlockLayout, scale: float
+) -> "torch.Tensor":
+    """Block-decomposed path: O(T * (instruction + query) + sum_i len_i * (instruction + len_i)) work."""
+    import torch
+
+    B, Hq, T, D = q.shape
+    device = q.device
+    pad = B * T  # the zero row appended by _tokens
+    qt, kt, vt = _tokens(q), _tokens(k), _tokens(v)
+    out = qt.new_zeros(B * T + 1, Hq, D)
+
+    # Instruction and query rows: causal over the whole row prefix (keys are the row itself, no gather).
+    prefix_rows = [
+        [*range(n_instr), *range(q0, q0 + n_query)]
+        for n_instr, q0, n_query in zip(layout.instruction, layout.query_starts(), layout.query)
+    ]
+    width = max((len(r) for r in prefix_rows), default=0)
+    if width:
+        pos = torch.tensor([r + [-1] * (width - len(r)) for r in prefix_rows], dtype=torch.long, device=device)
+        flat = torch.where(pos >= 0, pos + torch.arange(B, device=device)[:, None] * T, pad)
+        rows = qt[flat].transpose(1, 2)  # [B, Hq, width, D]
+        j = torch.arange(T, device=device)
+        mask = (j <= pos[..., None]) | ((pos[..., None] < 0) & (j == 0))  # padded rows see key 0; dropped below
+        o = _attend(rows, k, v, mask[:, None], scale)
+        out = out.index_copy(0, flat.flatten(), o.transpose(1, 2).reshape(-1, Hq, D))
+
+    # Documents: one batch row each, over [instruction keys | own keys].
+    docs = [
+        (b, start, n)
+        for b, (n_instr, lengths) in enumerate(zip(layout.instruction, layout.docs))
+        for start, n in zip(_starts(n_instr, lengths), lengths)
+        if n > 0
+    ]
+    if docs:
+        n_instr_max = max(layout.instruction)
+        n_doc_max = max(n for _, _, n in docs)
+        chunk = max(1, _DOC_CHUNK_ELEMENTS // (Hq * n_doc_max * (n_instr_max + n_doc_max)))
+        t = torch.arange(n_doc_max, device=device)
+        ji = torch.arange(n_instr_max, device=device)
+        for lo in range(0, len(docs), chunk):
+            part = docs[lo : lo + chunk]
+            b = torch.tensor([d[0] for d in part], dtype=torch.long, device=device)
+            start = torch.tensor([d[1] for d in part], dtype=torch.long, device=device)
+            length = torch.tensor([d[2] for d in part], dtype=torch.long, device=device)
+            n_instr = torch.tensor([layout.instruction[d[0]] for d in part], dtype=torch.long, device=device)
+            doc_flat = torch.where(t < length[:, None], b[:, None] * T + start[:, None] + t, pad)
+            instr_flat = torch.where(ji < n_instr[:, None], b[:, None] * T + ji, pad)
+            key_flat = torch.cat([instr_flat, doc_flat], dim=1)
+            valid_row = t[None, :, None] < length[:, None, None]  # [P, Ld, 1]
+            instr_mask = valid_row & (ji < n_instr[:, None])[:, None, :]
+            causal = t[None, :, None] >= t[None, None, :]
+            doc_mask = causal & (valid_row | (t[:, None] == t[None, :])[None])  # padded rows see themselves
+            mask = torch.cat([instr_mask, doc_mask], dim=2)[:, None]
+            o = _attend(
+                qt[doc_flat].transpose(1, 2), kt[key_flat].transpose(1, 2), vt[key_flat].transpose(1, 2), mask, scale
+            )
+            out = out.index_copy(0, doc_flat.flatten(), o.transpose(1, 2).reshape(-1, Hq, D))
+
+    return out[: B * T].reshape(B, T, Hq, D).transpose(1, 2).contiguous()
+
+
+def _starts(n_instr: int, lengths: Sequence[int]) -> list[int]:
+    starts, pos = [], n_instr
+    for n in lengths:
+        starts.append(pos)
+        pos += n
+    return starts
+
+
+def block_attention(
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    v: "torch.Tensor",
+    layout: BlockLayout,
+    *,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> "torch.Tensor":
+    """BlockRank attention output [B, Hq, T, D] (0 at padding tokens)."""
+    _check_shapes(q, k, v, layout)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    chosen = resolve_backend(backend, q)
+    if chosen == "triton" and backend == "auto" and q.requires_grad | k.requires_grad | v.requires_grad:
+        chosen = "torch"  # the Triton kernel is forward-only
+    if chosen == "naive":
+        return block_attention_naive(q, k, v, layout, scale)
+    if chosen == "torch":
+        return block_attention_torch(q, k, v, layout, scale)
+    from .triton_block_attention import block_attention_triton
+
+    return block_attention_triton(q, k, v, layout, scale)
+
+
+def block_attention_scores(
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    layout: BlockLayout,
+    *,
+    query_index: "torch.Tensor | Sequence[Sequence[int]]",
+    scale: float | None = None,
+    backend: str = "auto",
+) -> "torch.Tensor":
+    """BlockRank relevance: attention mass from chosen query-block tokens onto each document, [B, N] fp32.
+
+    ``query_index`` [B, n] holds absolute token positions inside each row's query block. For every head h
+    and chosen token t, the logits ``scale * q_t . k_j`` over all document tokens j of the row (instruction,
+    query and padding excluded) go through one softmax (fp32); score_i is the mean over (h, t) of the
+    probability mass on document i's tokens. Scores of a row sum to 1 (0 for rows without document tokens;
+    missing documents score 0). This is the official BlockRank ``compute_auxiliary_attention_loss`` score
+    at temperature 1. Only [n, document tokens] logits are formed, never [T, T].
+    """
+    import torch
+
+    _check_shapes(q, k, None, layout)
+    B, Hq, T, D = q.shape
+    scale = D**-0.5 if scale is None else float(scale)
+    index = torch.as_tensor(query_index, dtype=torch.long, device=q.device)
+    if index.dim() != 2 or index.shape[0] != B:
+        raise ValueError(f"block_attention_scores: query_index must be [B={B}, n], got {tuple(index.shape)}")
+    q0 = torch.tensor(layout.query_starts(), dtype=torch.long, device=q.device)[:, None]
+    n_query = torch.tensor(layout.query, dtype=torch.long, device=q.device)[:, None]
+    outside = (index < q0) | (index >= q0 + n_query)
+    if outside.any():
+        b, t = (int(x) for x in outside.nonzero()[0])
+        raise ValueError(
+            f"block_attention_scores: query_index[{b}][{t}] = {int(index[b, t])} is outside row {b}'s query block "
+            f"[{int(q0[b])}, {int(q0[b] + n_query[b])})"
+        )
+    selected = torch.gather(q, 2, index[:, None, :, None].expand(B, Hq, index.shape[1], D))  # [B, Hq, n, D]
+    doc_of_token = layout.index(T, q.device).doc_of_token  # [B, T]
+    if resolve_backend(backend, q) == "naive":
+        return _scores_naive(q, k, selected, index, doc_of_token, layout.num_docs, scale)
+    # Document tokens of every row lie in [smallest instruction length, largest query start).
+    lo, hi = min(layout.instruction, default=0), max(layout.query_starts(), default=0)
+    doc_of_token = doc_of_token[:, lo:hi]
+    rep = Hq // k.shape[1]
+    logits = (
+        selected.float().unflatten(1, (k.shape[1], rep)) @ k[:, :, lo:hi].float().transpose(-1, -2)[:, :, None]
+    ) * scale  # [B, Hkv, rep, n, Td]
+    is_doc = (doc_of_token >= 0)[:, None, None, None, :]
+    probs = torch.softmax(logits.masked_fill(~is_doc, float("-inf")), dim=-1)
+    mass = probs.nan_to_num(0.0).mean(dim=(1, 2, 3))  # [B, Td]; NaN only in rows without document tokens
+    scores = mass.new_zeros(B, layout.num_docs + 1)
+    return scores.scatter_add_(1, torch.where(doc_of_token >= 0, doc_of_token, layout.num_docs), mass)[:, :-1]
+
+
+def _scores_naive(
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    selected: "torch.Tensor",
+    index: "torch.Tensor",
+    doc_of_token: "torch.Tensor",
+    num_docs: int,
+    scale: float,
+) -> "torch.Tensor":
+    """Reference: the full [T, T] attention logits, rows picked afterwards, per-document sums by one-hot matmul."""
+    import torch
+
+    B, Hq, T, D = q.shape
+    kk = k.repeat_interleave(Hq // k.shape[1], 1).double()
+    full = (q.double() @ kk.transpose(-1, -2)) * scale  # [B, Hq, T, T]
+    rows = torch.gather(full, 2, index[:, None, :, None].expand(B, Hq, index.shape[1], T))
+    is_doc = (doc_of_token >= 0)[:, None, None, :]
+    probs = torch.softmax(rows.masked_fill(~is_doc, float("-inf")), dim=-1).nan_to_num(0.0)
+    one_hot = torch.nn.functional.one_hot(doc_of_token.clamp(min=0), max(num_docs, 1))[..., :num_docs]
+    one_hot = one_hot.double() * (doc_of_token >= 0)[..., None]  # [B, T, N]
+    return (probs.mean(dim=(1, 2))[:, None, :] @ one_hot)[:, 0].float()
