@@ -1,0 +1,187 @@
+"""Pipeline files: a small YAML or TOML description of the stages, loaded with one call.
+
+    # scifact.yaml (paths are relative to this file)
+    retriever:
+      index: indexes/scifact        # a `rankline index` folder
+      method: dense                 # dense | bm25 | hybrid
+      k: 100                        # candidates retrieved per query
+    reranker:                       # optional
+      name: first                   # a rankline reranker name
+      model: smollm2-135m-instruct
+      depth: 20                     # rerank the top `depth` candidates
+      options: {window: 20, stride: 10}
+    serve:                          # optional; used by `rankline serve`
+      num_replicas: 1               # reranker replicas
+      max_k: 100
+
+A stage may instead name any callable that returns a Retriever / Reranker:
+`factory: "package.module:callable"` with optional `args: [...]` and `kwargs: {...}`.
+
+    load_pipeline("scifact.yaml").search("...", k=10)
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from rankline.evaluation.io import open_text
+from rankline.pipelines.pipeline import Factory, Pipeline
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and scaling of the search endpoint."""
+
+    num_replicas: int = 1  # reranker replicas (the retriever runs as one replica per `retriever_replicas`)
+    retriever_replicas: int = 1
+    replica_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
+    max_query_chars: int = 2000
+    max_k: int = 100
+    max_batch_size: int = 8  # requests batched into one reranker call
+    batch_wait_timeout_s: float = 0.01
+    request_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    retriever: Factory
+    k: int
+    reranker: Factory | None = None
+    depth: int = 20
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    source: str = ""  # the file it was read from
+
+    def pipeline(self) -> Pipeline:
+        pipe = Pipeline.builder().retrieve(self.retriever, k=self.k)
+        if self.reranker is not None:
+            pipe = pipe.rerank(self.reranker, depth=self.depth)
+        return pipe.build()
+
+
+def load_pipeline(path: str | os.PathLike) -> Pipeline:
+    """The in-process pipeline a YAML/TOML pipeline file describes (`.on_ray()` it to scale out)."""
+    return load_config(path).pipeline()
+
+
+def load_config(path: str | os.PathLike) -> PipelineConfig:
+    path = Path(path)
+    data = _read(path)
+    where = str(path)
+    _only(where, "", data, {"retriever", "reranker", "serve"})
+    if "retriever" not in data:
+        raise ValueError(f"{where}: missing 'retriever' section")
+    base = path.resolve().parent
+    retriever, k = _retriever(where, _section(where, data, "retriever"), base)
+    reranker, depth = (None, 20)
+    if data.get("reranker") is not None:
+        reranker, depth = _reranker(where, _section(where, data, "reranker"), base)
+    serve_data = _section(where, data, "serve") if data.get("serve") is not None else {}
+    _only(where, "serve.", serve_data, {f.name for f in fields(ServeSettings)})
+    defaults = ServeSettings()
+    for key, value in serve_data.items():
+        if key == "replica_resources":
+            if not isinstance(value, dict) or not all(_is_number(v) and v >= 0 for v in value.values()):
+                raise ValueError(f"{where}: serve.replica_resources must map resource names to amounts, got {value!r}")
+            continue
+        expected = type(getattr(defaults, key))
+        if isinstance(value, bool) or not (isinstance(value, expected) or (expected is float and _is_number(value))) or not value > 0:
+            raise ValueError(f"{where}: serve.{key} must be a positive {expected.__name__}, got {value!r}")
+    serve = ServeSettings(**serve_data)
+    return PipelineConfig(retriever, k, reranker, depth, serve, where)
+
+
+def _read(path: Path) -> dict:
+    suffix = path.suffix.lower()
+    with open_text(path) as fh:
+        text = fh.read()
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        parse, error = yaml.safe_load, yaml.YAMLError
+    elif suffix == ".toml":
+        import tomllib
+
+        parse, error = tomllib.loads, tomllib.TOMLDecodeError
+    else:
+        raise ValueError(f"{path}: expected a .yaml, .yml or .toml pipeline file")
+    try:
+        data = parse(text)
+    except error as exc:  # the message carries the line and column
+        raise ValueError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with a 'retriever' section at the top level")
+    return data
+
+
+def _section(where: str, data: Mapping, name: str) -> dict:
+    value = data[name]
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: '{name}' must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _only(where: str, prefix: str, data: Mapping, allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {prefix}{unknown[0]!r} (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(where: str, key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _factory(where: str, prefix: str, data: Mapping) -> Factory:
+    target = data["factory"]
+    if not isinstance(target, str) or ":" not in target:
+        raise ValueError(f"{where}: {prefix}factory must be 'package.module:callable', got {target!r}")
+    module_name, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{where}: {prefix}factory {target!r} cannot be imported: {exc}") from None
+    args, kwargs = data.get("args", []), data.get("kwargs", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise ValueError(f"{where}: {prefix}args must be a list and {prefix}kwargs a mapping")
+    return Factory(fn, tuple(args), kwargs)
+
+
+def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
+    _only(where, "retriever.", data, {"index", "method", "k", "factory", "args", "kwargs"})
+    k = _positive_int(where, "retriever.k", data.get("k", 100))
+    if "factory" in data:
+        return _factory(where, "retriever.", data), k
+    if "index" not in data:
+        raise ValueError(f"{where}: retriever needs 'index' (a `rankline index` folder) or 'factory'")
+    from rankline.retrieval import open_retriever
+
+    index = base / str(data["index"])
+    if not index.exists():
+        raise FileNotFoundError(f"{where}: retriever.index {index} does not exist")
+    return Factory(open_retriever, (str(index),), {"method": data.get("method", "dense")}), k
+
+
+def _reranker(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
+    _only(where, "reranker.", data, {"name", "model", "depth", "options", "factory", "args", "kwargs"})
+    depth = _positive_int(where, "reranker.depth", data.get("depth", 20))
+    if "factory" in data:
+        return _factory(where, "reranker.", data), depth
+    if "name" not in data:
+        raise ValueError(f"{where}: reranker needs 'name' (e.g. first) or 'factory'")
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise ValueError(f"{where}: reranker.options must be a mapping")
+    from rankline.rerankers import make_reranker
+
+    model = str(data.get("model", "smollm2-135m-instruct"))
+    if (base / model).exists():  # a local model folder, relative to the pipeline file
+        model = str(base / model)
+    return Factory(make_reranker, (str(data["name"]),), {"model": model, **options}), depth

@@ -1,0 +1,234 @@
+"""The search endpoint: a Ray Serve application with a FastAPI ingress.
+
+    POST /search   {"query": str, "k": int = 10, "rerank": bool | null}
+                   -> {"hits": [{"docid", "score", "title", "text"}], "timings_ms": {...}}
+    GET  /health   GET /metrics (Prometheus text)   GET /openapi.json
+
+Three deployments: the ingress (validation, timings, metrics), the retriever and the reranker.
+The retriever and the reranker batch concurrent requests with `@serve.batch`, so callers share
+encoder and LLM forward passes. Bad input is a 4xx that says what is wrong (400 malformed JSON,
+422 everything else); a stage replica that dies mid-request turns into a 503 for the requests it
+held while Serve restarts it.
+"""
+import asyncio
+import time
+from typing import Any  # no `from __future__ import annotations`: FastAPI reads the real types
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from rankline.pipelines.config import PipelineConfig, ServeSettings
+from rankline.pipelines.pipeline import materialize, rerank_head
+from rankline.retrieval.types import Hit, Query
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    """A failed call to a stage replica that is dying, restarting or overloaded: the client may retry."""
+    import ray.exceptions as rex
+    import ray.serve.exceptions as sex
+
+    return (
+        rex.RayActorError,
+        rex.ActorUnavailableError,
+        sex.BackPressureError,
+        sex.DeploymentUnavailableError,
+        sex.ReplicaUnavailableError,
+        asyncio.TimeoutError,
+    )
+
+
+class HitOut(BaseModel):
+    docid: str
+    score: float
+    title: str
+    text: str
+
+
+class SearchResponse(BaseModel):
+    hits: list[HitOut]
+    timings_ms: dict[str, float]
+
+
+class ServiceMetrics:
+    """Prometheus counters and per-stage latency histograms of one ingress replica."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "rankline_requests", "HTTP requests by path and status", ["path", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "rankline_stage_latency_seconds",
+            "Latency per pipeline stage (retrieve, rerank) and for the whole request (total)",
+            ["stage"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def _metrics(request: Request) -> ServiceMetrics:
+    state = request.app.state
+    if getattr(state, "metrics", None) is None:
+        state.metrics = ServiceMetrics()
+    return state.metrics
+
+
+def _describe(error: dict) -> str:
+    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    field = ".".join(loc)
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return f"unknown field {field!r}"
+    if kind == "missing":
+        return f"missing field {field!r}"
+    if not field:
+        return "the body must be a JSON object, e.g. {\"query\": \"...\", \"k\": 10}"
+    return f"{field}: {error.get('msg', 'invalid value')}"
+
+
+def build_app(config: PipelineConfig) -> "serve.Application":
+    """The Serve application for a pipeline file (bind it with `serve.run`)."""
+    settings: ServeSettings = config.serve
+    has_reranker = config.reranker is not None
+    max_k = settings.max_k
+
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        query: str = Field(description=f"the query text, 1..{settings.max_query_chars} characters")
+        k: int = Field(min(10, max_k), description=f"number of hits, 1..{max_k}")
+        rerank: bool | None = Field(None, description="rerank the top hits (default: when the pipeline has a reranker)")
+
+    app = FastAPI(title="rankline search", version="0.1.0")
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            ctx = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {})
+            return JSONResponse({"detail": f"malformed JSON body: {ctx.get('error', 'cannot be parsed')}"}, 400)
+        if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+            return JSONResponse({"detail": "malformed JSON body: the body is empty; expected a JSON object"}, 400)
+        return JSONResponse({"detail": "; ".join(_describe(e) for e in errors)}, 422)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any):
+        metrics = _metrics(request)
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:
+            metrics.requests.labels(request.url.path, "500").inc()
+            raise
+        metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        if request.url.path == "/search" and response.status_code == 200:
+            metrics.latency.labels("total").observe(time.perf_counter() - start)
+        return response
+
+    @serve.deployment(name="SearchAPI")
+    @serve.ingress(app)
+    class SearchAPI:
+        def __init__(self, retriever: Any, reranker: Any):
+            self.retriever, self.reranker = retriever, reranker
+
+        async def _call(self, request: Request, stage: str, response: Any) -> Any:
+            errors = _unavailable_errors()
+            start = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(_resolve(response), settings.request_timeout_s)
+            except errors as exc:
+                response.cancel()
+                reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+                raise HTTPException(503, f"the {stage} stage is unavailable ({reason}); retry shortly",
+                                    headers={"Retry-After": "1"}) from None
+            _metrics(request).latency.labels(stage).observe(time.perf_counter() - start)
+            return result, (time.perf_counter() - start) * 1000
+
+        @app.post("/search", response_model=SearchResponse)
+        async def search(self, body: SearchRequest, request: Request) -> SearchResponse:
+            if not body.query.strip():
+                raise HTTPException(422, "query must not be empty")
+            if len(body.query) > settings.max_query_chars:
+                raise HTTPException(422, f"query is {len(body.query)} characters long; the limit is {settings.max_query_chars}")
+            if not 1 <= body.k <= max_k:
+                raise HTTPException(422, f"k must be between 1 and {max_k}, got {body.k}")
+            rerank = has_reranker if body.rerank is None else body.rerank
+            if rerank and not has_reranker:
+                raise HTTPException(422, "rerank requested but this pipeline has no reranker")
+            start = time.perf_counter()
+            n = max(body.k, config.depth) if rerank else body.k
+            hits, retrieve_ms = await self._call(request, "retrieve", self.retriever.search.remote(body.query, n))
+            timings = {"retrieve": retrieve_ms}
+            if rerank and hits:
+                hits, timings["rerank"] = await self._call(
+                    request, "rerank", self.reranker.rerank.remote(Query("query", body.query), hits)
+                )
+            timings["total"] = (time.perf_counter() - start) * 1000
+            out = [HitOut(docid=h.docid, score=h.score, title=h.title, text=h.text) for h in hits[: body.k]]
+            return SearchResponse(hits=out, timings_ms=timings)
+
+        @app.get("/health")
+        async def health(self) -> dict:
+            return {"status": "ok", "reranker": has_reranker}
+
+        @app.get("/metrics", response_class=PlainTextResponse)
+        async def metrics(self, request: Request) -> PlainTextResponse:
+            return PlainTextResponse(_metrics(request).text(), media_type="text/plain; version=0.0.4")
+
+    retriever = RetrieverDeployment.options(num_replicas=settings.retriever_replicas).bind(
+        config.retriever, settings.max_batch_size, settings.batch_wait_timeout_s
+    )
+    reranker = None
+    if has_reranker:
+        resources = dict(settings.replica_resources)
+        actor_options = {"num_cpus": resources.pop("CPU", 1), "num_gpus": resources.pop("GPU", 0)}
+        if resources:
+            actor_options["resources"] = resources
+        reranker = RerankerDeployment.options(num_replicas=settings.num_replicas, ray_actor_options=actor_options).bind(
+            config.reranker, config.depth, settings.max_batch_size, settings.batch_wait_timeout_s
+        )
+    return SearchAPI.bind(retriever, reranker)
+
+
+async def _resolve(response: Any) -> Any:
+    return await response
+
+
+@serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0.5})
+class RetrieverDeployment:
+    """One retriever replica; concurrent searches are batched into one `search_batch` call."""
+
+    def __init__(self, source: Any, max_batch_size: int, batch_wait_timeout_s: float):
+        self.stage = materialize(source)
+        self.search.set_max_batch_size(max_batch_size)
+        self.search.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.batch
+    async def search(self, texts: list[str], ks: list[int]) -> list[list[Hit]]:
+        n = max(ks)
+        queries = [Query(f"q{i}", text) for i, text in enumerate(texts)]
+        hits = await asyncio.to_thread(self.stage.search_batch, queries, n)
+        return [h[:k] for h, k in zip(hits, ks)]
+
+
+@serve.deployment(name="Reranker")
+class RerankerDeployment:
+    """One reranker replica; concurrent requests share forward passes through `rerank_batch`."""
+
+    def __init__(self, source: Any, depth: int, max_batch_size: int, batch_wait_timeout_s: float):
+        self.stage = materialize(source)
+        self.depth = depth
+        self.rerank.set_max_batch_size(max_batch_size)
+        self.rerank.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    @serve.batch
+    async def rerank(self, queries: list[Query], hits_lists: list[list[Hit]]) -> list[list[Hit]]:
+        return await asyncio.to_thread(rerank_head, self.stage, queries, hits_lists, self.depth)
