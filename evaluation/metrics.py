@@ -18,8 +18,9 @@ Semantics are trec_eval's (``form_res_rels.c`` and the ``m_*.c`` measures):
   the same number (0 when it is 0); P@k always divides by k;
 - Judged@k is the share of the top min(k, retrieved) documents that have a judgment (ir_measures).
 
-The run is joined with the qrels and sorted once (:class:`RankedRun`); every measure is then a few
-vectorised passes over flat arrays, so many measures cost little more than one.
+The run is joined with the qrels and sorted once (:func:`rank_run` gives a :class:`Ranking`); every
+measure is then a few vectorised passes over flat arrays (over the top k ranks only for a cutoff k),
+so many measures cost little more than one.
 """
 from __future__ import annotations
 
@@ -34,11 +35,12 @@ import numpy as np
 __all__ = [
     "Evaluator",
     "Measure",
-    "RankedRun",
+    "Ranking",
     "evaluate",
     "mean",
     "mean_scores",
     "parse_measure",
+    "rank_run",
 ]
 
 # grade given to retrieved documents that have no judgment (trec_eval's RELVALUE_NONPOOL)
@@ -132,7 +134,7 @@ def _trec_order(docids: Sequence[str], scores: np.ndarray) -> np.ndarray:
     `scores` must already be single precision: trec_eval stores a run's scores as C floats, so two
     scores that differ only beyond float32 precision tie and the docid decides.
     """
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores)
     ordered = scores[order]
     if len(ordered) > 1 and np.any(ordered[1:] == ordered[:-1]):  # ties: docid decides
         order = np.array(sorted(range(len(docids)), key=lambda i: (scores[i], docids[i]), reverse=True))
@@ -140,83 +142,74 @@ def _trec_order(docids: Sequence[str], scores: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class RankedRun:
-    """A run joined with the qrels and sorted once, as flat arrays (query-major, rank-minor).
+class Ranking:
+    """Ranked grades of several queries as flat arrays (query-major, rank-minor).
 
-    ``qids[q]`` owns positions ``offsets[q]:offsets[q+1]`` of ``grades`` (the judged grade of the
-    document at that rank, :data:`UNJUDGED` if it has none); ``rank`` is the 0-based rank and
-    ``query`` the query index of each position.
+    Query ``q`` owns positions ``offsets[q]:offsets[q+1]`` of ``grades``, the judged grade of the
+    document at each rank (:data:`UNJUDGED` where it has none). ``rank`` (0-based) and ``query``
+    give each position's rank and query index.
     """
 
-    qids: list[str]
     offsets: np.ndarray
     grades: np.ndarray
     rank: np.ndarray
     query: np.ndarray
 
     @classmethod
-    def build(cls, qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
-              qids: Sequence[str]) -> "RankedRun":
-        sizes = np.fromiter((len(run[q]) for q in qids), np.int64, len(qids))
-        offsets = np.zeros(len(qids) + 1, np.int64)
+    def from_lists(cls, sizes: np.ndarray, grades: np.ndarray) -> "Ranking":
+        offsets = np.zeros(len(sizes) + 1, np.int64)
         np.cumsum(sizes, out=offsets[1:])
-        grades = np.empty(offsets[-1], np.int64)
-        for q, qid in enumerate(qids):
-            docs, judged = run[qid], qrels[qid]
-            docids = list(docs)
-            n = len(docids)
-            scores = np.fromiter(docs.values(), np.float64, n).astype(np.float32)
-            found = np.fromiter(map(judged.get, docids, itertools.repeat(UNJUDGED)), np.int64, n)
-            grades[offsets[q]:offsets[q + 1]] = found[_trec_order(docids, scores)]
-        query = np.repeat(np.arange(len(qids)), sizes)
-        rank = np.arange(offsets[-1]) - offsets[:-1][query]
-        return cls(list(qids), offsets, grades, rank, query)
+        query = np.repeat(np.arange(len(sizes)), sizes)
+        return cls(offsets, grades, np.arange(len(grades)) - offsets[:-1][query], query)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def head(self, cutoff: int | None) -> "Ranking":
+        """The top `cutoff` ranks of every query (all of them when `cutoff` is None)."""
+        sizes = self.sizes
+        if cutoff is None or not len(sizes) or cutoff >= sizes.max():
+            return self
+        kept = np.minimum(sizes, cutoff)
+        # positions offsets[q] + 0..kept[q]-1, built without touching the rest of the ranking
+        query = np.repeat(np.arange(len(kept)), kept)
+        starts = np.zeros(len(kept) + 1, np.int64)
+        np.cumsum(kept, out=starts[1:])
+        rank = np.arange(starts[-1]) - starts[:-1][query]
+        return Ranking(starts, self.grades[self.offsets[:-1][query] + rank], rank, query)
+
+    def per_query_sum(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(self.query, weights=values, minlength=len(self.offsets) - 1)
 
 
-@dataclass(frozen=True)
-class _JudgedPool:
-    """Per-query facts from the qrels alone: grades of every judged document, best first."""
-
-    offsets: np.ndarray
-    grades: np.ndarray  # positive grades only, descending within each query
-    rank: np.ndarray
-    query: np.ndarray
-    all_grades: dict[str, np.ndarray]  # qid -> every judged grade (for relevant-document counts)
-
-    @classmethod
-    def build(cls, qrels: Mapping[str, Mapping[str, int]], qids: Sequence[str]) -> "_JudgedPool":
-        all_grades = {q: np.fromiter(qrels[q].values(), np.int64, len(qrels[q])) for q in qids}
-        positive = [np.sort(all_grades[q][all_grades[q] > 0])[::-1] for q in qids]
-        sizes = np.fromiter(map(len, positive), np.int64, len(qids))
-        offsets = np.zeros(len(qids) + 1, np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        query = np.repeat(np.arange(len(qids)), sizes)
-        grades = np.concatenate(positive) if positive else np.zeros(0, np.int64)
-        return cls(offsets, grades, np.arange(offsets[-1]) - offsets[:-1][query], query, all_grades)
-
-    def num_relevant(self, qids: Sequence[str], rel: int) -> np.ndarray:
-        return np.fromiter((np.count_nonzero(self.all_grades[q] >= rel) for q in qids), np.float64, len(qids))
+def rank_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
+             qids: Sequence[str]) -> Ranking:
+    """Join `run` with `qrels` for `qids` (each must be in both) and sort each query in trec_eval order."""
+    sizes = np.fromiter((len(run[q]) for q in qids), np.int64, len(qids))
+    grades = np.empty(int(sizes.sum()), np.int64)
+    start = 0
+    for qid in qids:
+        docs, judged = run[qid], qrels[qid]
+        docids = list(docs)
+        n = len(docids)
+        scores = np.fromiter(docs.values(), np.float64, n).astype(np.float32)
+        found = np.fromiter(map(judged.get, docids, itertools.repeat(UNJUDGED)), np.int64, n)
+        grades[start:start + n] = found[_trec_order(docids, scores)]
+        start += n
+    return Ranking.from_lists(sizes, grades)
 
 
-def _per_query_sum(values: np.ndarray, query: np.ndarray, n_queries: int) -> np.ndarray:
-    return np.bincount(query, weights=values, minlength=n_queries)
+def _ideal_ranking(qrels: Mapping[str, Mapping[str, int]], qids: Sequence[str]) -> Ranking:
+    """Every judged document of each query, best grade first: the ideal ranking of nDCG."""
+    best_first = [np.sort(np.fromiter(qrels[q].values(), np.int64, len(qrels[q])))[::-1] for q in qids]
+    sizes = np.fromiter(map(len, best_first), np.int64, len(qids))
+    return Ranking.from_lists(sizes, np.concatenate(best_first) if best_first else np.zeros(0, np.int64))
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    numerator = numerator.astype(np.float64)
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
-
-
-def _gain(grades: np.ndarray, kind: str) -> np.ndarray:
-    positive = np.maximum(grades, 0).astype(np.float64)
-    return np.exp2(positive) - 1.0 if kind == "exp-log2" else positive
-
-
-def _discount(rank: np.ndarray) -> np.ndarray:
-    return 1.0 / np.log2(rank + 2.0)
-
-
-def _within(rank: np.ndarray, cutoff: int | None) -> np.ndarray | bool:
-    return True if cutoff is None else rank < cutoff
 
 
 class Evaluator:
@@ -235,58 +228,62 @@ class Evaluator:
         self.qrels = qrels
         self.complete = complete
         self._qids = sorted(q for q, docs in qrels.items() if docs)
-        self._pool = _JudgedPool.build(qrels, self._qids)
+        self._ideal = _ideal_ranking(qrels, self._qids)
+        max_len = max(self._ideal.sizes.max(initial=0), 1)
+        self._discount = 1.0 / np.log2(np.arange(max_len) + 2.0)  # grown on demand for long runs
 
     def evaluate(self, run: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
         """``{str(measure): {qid: value}}`` for the queries trec_eval would score (see module doc)."""
         present = [i for i, q in enumerate(self._qids) if run.get(q)]
         qids = [self._qids[i] for i in present]
-        ranked = RankedRun.build(self.qrels, run, qids)
-        pool = self._pool
-        pool_subset = np.asarray(present, np.int64)
+        ranking = rank_run(self.qrels, run, qids)
+        ideal_rows = np.asarray(present, np.int64)
         results: dict[str, dict[str, float]] = {}
         for measure in self.measures:
-            values = self._measure(measure, ranked, pool, pool_subset)
+            values = self._measure(measure, ranking, ideal_rows)
             per_query = dict(zip(qids, values.tolist()))
             if self.complete:
                 per_query = {q: per_query.get(q, 0.0) for q in self._qids}
             results[str(measure)] = per_query
         return results
 
-    def _measure(self, m: Measure, rr: RankedRun, pool: _JudgedPool, subset: np.ndarray) -> np.ndarray:
-        n = len(rr.qids)
-        inside = _within(rr.rank, m.cutoff)
+    def _discounts(self, rank: np.ndarray) -> np.ndarray:
+        if len(rank) and rank.max() >= len(self._discount):
+            self._discount = 1.0 / np.log2(np.arange(rank.max() + 1) + 2.0)
+        return self._discount[rank]
+
+    def _dcg(self, ranking: Ranking, kind: str) -> np.ndarray:
+        gains = np.maximum(ranking.grades, 0).astype(np.float64)
+        if kind == "exp-log2":
+            gains = np.exp2(gains) - 1.0
+        return ranking.per_query_sum(gains * self._discounts(ranking.rank))
+
+    def _measure(self, m: Measure, ranking: Ranking, ideal_rows: np.ndarray) -> np.ndarray:
+        top = ranking.head(m.cutoff)
         if m.name in ("nDCG", "DCG"):
-            dcg = _per_query_sum(_gain(rr.grades, m.dcg) * _discount(rr.rank) * inside, rr.query, n)
+            dcg = self._dcg(top, m.dcg)
             if m.name == "DCG":
                 return dcg
-            ideal_all = _per_query_sum(
-                _gain(pool.grades, m.dcg) * _discount(pool.rank) * _within(pool.rank, m.cutoff),
-                pool.query, len(pool.offsets) - 1)
-            return _safe_divide(dcg, ideal_all[subset])
+            return _safe_divide(dcg, self._dcg(self._ideal.head(m.cutoff), m.dcg)[ideal_rows])
         if m.name == "Judged":
-            judged = _per_query_sum((rr.grades != UNJUDGED) & inside, rr.query, n)
-            retrieved = np.diff(rr.offsets).astype(np.float64)
-            return _safe_divide(judged, retrieved if m.cutoff is None else np.minimum(retrieved, m.cutoff))
-        hit = (rr.grades >= m.rel) & inside
+            return _safe_divide(top.per_query_sum(top.grades != UNJUDGED), top.sizes)
+        hit = top.grades >= m.rel
         if m.name == "P":
-            return _per_query_sum(hit, rr.query, n) / m.cutoff
+            return top.per_query_sum(hit) / m.cutoff
         if m.name == "RR":
-            first = np.full(n, np.inf)
-            idx = np.flatnonzero(hit)
-            if len(idx):
-                q = rr.query[idx]
-                head = np.r_[True, q[1:] != q[:-1]]
-                first[q[head]] = rr.rank[idx[head]]
+            first = np.full(len(top.sizes), np.inf)
+            where = np.flatnonzero(hit)
+            q = top.query[where]
+            leading = np.r_[True, q[1:] != q[:-1]] if len(q) else np.zeros(0, bool)
+            first[q[leading]] = top.rank[where[leading]]
             return 1.0 / (first + 1.0)
-        num_rel = pool.num_relevant(rr.qids, m.rel)
+        num_rel = self._ideal.per_query_sum(self._ideal.grades >= m.rel)[ideal_rows]
+        hits = top.per_query_sum(hit)
         if m.name == "R":
-            return _safe_divide(_per_query_sum(hit, rr.query, n), num_rel)
-        # AP: precision at each relevant rank, summed, over the number of relevant documents
-        hits_so_far = np.cumsum(hit)
-        before_query = np.r_[0, hits_so_far][rr.offsets[:-1]]
-        precision = (hits_so_far - before_query[rr.query]) / (rr.rank + 1.0)
-        return _safe_divide(_per_query_sum(precision * hit, rr.query, n), num_rel)
+            return _safe_divide(hits, num_rel)
+        # AP: the precision at each relevant rank, summed, over the number of relevant documents
+        hits_so_far = np.cumsum(hit) - (np.cumsum(hits) - hits)[top.query]
+        return _safe_divide(top.per_query_sum(hit * hits_so_far / (top.rank + 1.0)), num_rel)
 
 
 def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
