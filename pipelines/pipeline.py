@@ -58,29 +58,21 @@ def rerank_head(
 ) -> list[list[Hit]]:
     """Rerank the top `depth` hits of each list; the tail keeps its order below them.
 
-    The result's scores strictly decrease down each list (the reranker's own scores for the head,
-    then the tail shifted by a constant to sit below the last head score, gaps preserved), so a
-    run written from them keeps this exact order under trec_eval's score-then-docid sorting.
+    Scores strictly decrease down each list: the reranker's own scores for the head, then the
+    tail counting down by one from one below the last head score (rank-based, like the rerankers'
+    own scores), so a run written from them keeps this exact order under trec_eval's sorting.
     """
     heads = [list(hits[:depth]) for hits in hits_lists]
     todo = [i for i, head in enumerate(heads) if head]
     reranked = reranker.rerank_batch([queries[i] for i in todo], [heads[i] for i in todo]) if todo else []
     for i, new_head in zip(todo, reranked):
         heads[i] = list(new_head)
-    return [_append_tail(head, list(hits[depth:])) for head, hits in zip(heads, hits_lists)]
+    return [head + _below(head, hits[depth:]) for head, hits in zip(heads, hits_lists)]
 
 
-def _append_tail(head: list[Hit], tail: list[Hit]) -> list[Hit]:
-    if not tail:
-        return head
-    floor = head[-1].score if head else tail[0].score + 1.0
-    # Shift the tail so its best hit sits one unit below the head's worst; if the retriever's own
-    # scores tie, fall back to rank-based decrements so order survives trec_eval's re-sorting.
-    shift = floor - 1.0 - tail[0].score
-    shifted = [dataclasses.replace(h, score=h.score + shift) for h in tail]
-    if any(b.score >= a.score for a, b in zip(shifted, shifted[1:])):
-        shifted = [dataclasses.replace(h, score=floor - 1.0 - i) for i, h in enumerate(tail)]
-    return head + shifted
+def _below(head: list[Hit], tail: Sequence[Hit]) -> list[Hit]:
+    top = head[-1].score - 1.0 if head else 0.0
+    return [dataclasses.replace(h, score=top - i) for i, h in enumerate(tail)]
 
 
 def as_queries(queries: Queries) -> list[Query]:
@@ -177,12 +169,14 @@ class Pipeline:
         qs = as_queries(queries)
         return to_run(qs, self._rank(qs, self.build().retrieve_stage.k))
 
-    def evaluate(self, qrels: Mapping[str, Mapping[str, int]], measures: Sequence[str], *, queries: Queries) -> dict:
-        """Run `queries` and score the run against `qrels` with rankline.evaluation.metrics
-        (trec_eval semantics; measure names as ir_measures writes them)."""
-        from rankline.evaluation.metrics import evaluate
+    def evaluate(
+        self, qrels: Mapping[str, Mapping[str, int]], measures: Sequence[str], *, queries: Queries
+    ) -> dict[str, float]:
+        """Run `queries` and return {measure: mean over queries} against `qrels` (trec_eval
+        semantics, ir_measures names; rankline.evaluation.metrics.evaluate gives per-query values)."""
+        from rankline.evaluation.metrics import evaluate, mean_scores
 
-        return evaluate(qrels, self.run(queries), list(measures))
+        return mean_scores(evaluate(qrels, self.run(queries), list(measures)))
 
     def close(self) -> None:
         """Release the stages (kills the Ray actors); the pipeline rebuilds them if used again."""

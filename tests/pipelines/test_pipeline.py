@@ -19,15 +19,18 @@ def test_retrieve_only_hand_computed(toy):
 def test_rerank_head_keeps_tail_order_below_head(toy):
     hits = [Hit(f"d{i}", 10.0 - i, "x" * (10 - i)) for i in range(5)]  # d4 is the shortest text
     (out,) = rerank_head(toy.ShortestFirstReranker(), [Query("q", "t")], [hits], depth=3)
-    # head d0..d2 reordered shortest first (d2, d1, d0) with scores 3, 2, 1; tail d3, d4 shifted
-    # so d3 sits 1 below the head's last score, gap kept: 0.0, -1.0.
+    # head d0..d2 reordered shortest first (d2, d1, d0) with the reranker's scores 3, 2, 1; the tail
+    # d3, d4 keeps its order and counts down from one below the head: 0, -1.
     assert [(h.docid, h.score) for h in out] == [("d2", 3.0), ("d1", 2.0), ("d0", 1.0), ("d3", 0.0), ("d4", -1.0)]
 
 
-def test_rerank_head_tied_tail_scores_become_rank_based(toy):
-    hits = [Hit("a", 5.0, "aaa"), Hit("b", 1.0, "b"), Hit("c", 1.0, "c")]
-    (out,) = rerank_head(toy.ShortestFirstReranker(), [Query("q", "t")], [hits], depth=1)
-    assert [(h.docid, h.score) for h in out] == [("a", 1.0), ("b", 0.0), ("c", -1.0)]
+def test_evaluate_hand_computed(toy):
+    pipe = Pipeline().retrieve(toy.KeywordRetriever(), k=3)
+    # q1 scores d7 3, d1 2, d2 2; trec_eval breaks the tie by docid descending: d7, d2, d1, so the
+    # relevant d1 is at rank 3. q3 retrieves d4 only, relevant, at rank 1.
+    qrels = {"q1": {"d1": 1, "d5": 0}, "q3": {"d4": 2}}
+    got = pipe.evaluate(qrels, ["RR", "P@2"], queries={"q1": TOPICS["q1"], "q3": TOPICS["q3"]})
+    assert got == {"RR": (1 / 3 + 1) / 2, "P@2": (0 + 1 / 2) / 2}
 
 
 def test_builder_and_fluent_forms_agree(toy):
