@@ -1,0 +1,78 @@
+"""The manifest of an index folder: what was indexed, with what, and a checksum of every file.
+
+Writing the manifest (atomically) is the commit point of every build or add: files of a new
+generation are written under new names first, so an interrupted build leaves the previous manifest
+and the files it names intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from rankline.evaluation.io import atomic_write
+from rankline.retrieval.corpus import file_sha256
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+def rankline_version() -> str:
+    try:
+        return version("rankline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class Manifest:
+    generation: int
+    count: int
+    sources: list[dict[str, Any]]  # {"path", "sha256", "count"} per corpus, in indexing order
+    docstore: str
+    files: dict[str, str]  # path relative to the folder -> sha256 of its bytes
+    dense: dict[str, Any] | None = None
+    bm25: dict[str, Any] | None = None
+    rankline_version: str = field(default_factory=rankline_version)
+    format: int = FORMAT
+
+    def write(self, folder: Path) -> None:
+        with atomic_write(folder / MANIFEST) as fh:
+            json.dump(asdict(self), fh, indent=2)
+            fh.write("\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> "Manifest":
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: not a rankline index (no {MANIFEST}); build one with `rankline index`")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, this rankline reads format {FORMAT}")
+            return cls(**data)
+        except (json.JSONDecodeError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"{path}: corrupted or unsupported manifest ({exc})") from None
+
+    def verify(self, folder: Path) -> None:
+        """Raise ValueError naming the first file that is missing or whose bytes changed."""
+        for rel, expected in self.files.items():
+            path = folder / rel
+            if not path.is_file():
+                raise ValueError(f"{path}: missing from the index folder (listed in {folder / MANIFEST})")
+            if file_sha256(path) != expected:
+                raise ValueError(f"{path}: checksum mismatch: the file is truncated or corrupted; rebuild the index")
+
+
+def checksums(folder: Path, entries: list[str]) -> dict[str, str]:
+    """sha256 of each entry (a file, or every file under a folder), keyed by path relative to `folder`."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        path = folder / entry
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            out[os.path.relpath(f, folder)] = file_sha256(f)
+    return out
