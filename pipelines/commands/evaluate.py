@@ -1,0 +1,181 @@
+"""`rankline eval`: score TREC runs against qrels with trec_eval-exact measures.
+
+    rankline eval QRELS RUN [RUN ...] -m nDCG@10 RR@10 R@100 AP [--per-query] [--complete]
+                  [--format table|json|csv] [--test t|randomization|none] [--alpha 0.05]
+
+The first run is the baseline: every other run is compared with it per measure by a paired test
+over their common queries, Holm-corrected across the runs. The JSON output is a stable schema that
+other tools read:
+
+    {"measures": [...], "baseline": "<run>", "test": "t",
+     "runs": {"<run name>": {"mean": {"<measure>": float},
+                             "per_query": {"<qid>": {"<measure>": float}},
+                             "significance": {"<measure>": {"p_value", "p_holm", "mean_difference",
+                                                            "n_queries"}}}}}
+
+A run's name is its file name without directories and without a trailing ``.gz``; ``significance``
+is present for every run but the baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+HELP = "score TREC runs against qrels (trec_eval-exact measures, paired significance tests)"
+DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100", "AP"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("qrels", help="TREC qrels (qid iter docid rel) or BEIR qrels TSV")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="TREC run files (.gz is fine); the first is the baseline")
+    parser.add_argument("-m", "--measures", nargs="+", default=DEFAULT_MEASURES, metavar="MEASURE",
+                        help="ir_measures names, e.g. nDCG@10 'RR(rel=2)@10' R@100 AP P@10 Judged@10 "
+                             f"\"nDCG(dcg='exp-log2')@10\" DCG@10 (default: {' '.join(DEFAULT_MEASURES)})")
+    parser.add_argument("--per-query", action="store_true", help="also print every query's values (table, csv)")
+    parser.add_argument("--complete", action="store_true",
+                        help="score queries of the qrels missing from a run as 0 (trec_eval -c)")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    parser.add_argument("--test", choices=("t", "randomization", "none"), default="t",
+                        help="paired test of each run against the first (default: t)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the table's markers")
+    parser.add_argument("--permutations", type=int, default=10_000,
+                        help="random sign flips of the randomization test (exact when 2^queries is fewer)")
+    parser.add_argument("-o", "--output", type=Path, help="write here (atomically) instead of to stdout")
+
+
+def run_name(path: str | Path) -> str:
+    """A run's name in reports: the file name without directories and without a trailing .gz."""
+    name = Path(path).name
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def run(args: argparse.Namespace) -> int:
+    from rankline.evaluation.metrics import parse_measure
+
+    measures = [str(parse_measure(m)) for m in args.measures]  # fail on a bad name before reading files
+    if not 0.0 < args.alpha < 1.0:
+        raise ValueError(f"--alpha must be in (0, 1), got {args.alpha}")
+    names = [run_name(p) for p in args.runs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"two runs share the name {duplicated[0]!r}; rename one of the files")
+
+    per_query = score_runs(args.qrels, args.runs, measures, complete=args.complete)
+    significance = compare_runs(per_query, names[0], args.test, args.permutations)
+    report = {
+        "measures": measures,
+        "baseline": names[0],
+        "test": args.test,
+        "runs": {name: run_entry(per_query[name], significance.get(name)) for name in names},
+    }
+    text = render(report, args.format, per_query=args.per_query, alpha=args.alpha)
+    if args.output:
+        from rankline.evaluation.io import atomic_write
+
+        with atomic_write(args.output) as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def score_runs(qrels_path: str, run_paths: Sequence[str], measures: Sequence[str], *,
+               complete: bool) -> dict[str, dict[str, dict[str, float]]]:
+    """``{run name: {measure: {qid: value}}}`` for every run file."""
+    from tqdm import tqdm
+
+    from rankline.evaluation.formats import read_qrels, read_run
+    from rankline.evaluation.metrics import Evaluator
+
+    evaluator = Evaluator(read_qrels(qrels_path), measures, complete=complete)
+    scores = {}
+    for path in tqdm(run_paths, desc="eval", unit="run", disable=None, leave=False):
+        results = evaluator.evaluate(read_run(path))
+        if not results[measures[0]]:
+            raise ValueError(f"{path}: no query in common with the qrels {qrels_path} (wrong qrels file?)")
+        scores[run_name(path)] = results
+    return scores
+
+
+def compare_runs(per_query: Mapping[str, Mapping[str, Mapping[str, float]]], baseline: str, test: str,
+                 permutations: int) -> dict[str, dict[str, dict[str, float]]]:
+    """``{run: {measure: {"p_value", "p_holm", "mean_difference", "n_queries"}}}`` against the baseline."""
+    if test == "none" or len(per_query) < 2:
+        return {}
+    from rankline.evaluation.significance import compare_to_baseline
+
+    options = {"n_permutations": permutations} if test == "randomization" else {}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for c in compare_to_baseline(per_query, baseline, test=test, **options):
+        out.setdefault(c.run, {})[c.measure] = {
+            "p_value": c.p_value, "p_holm": c.p_holm, "mean_difference": c.mean_difference, "n_queries": c.n_queries,
+        }
+    return out
+
+
+def run_entry(results: Mapping[str, Mapping[str, float]],
+              significance: Mapping[str, Mapping[str, float]] | None) -> dict[str, Any]:
+    """One run's entry of the JSON report (the place to add further per-run keys)."""
+    from rankline.evaluation.metrics import mean_scores
+
+    per_query: dict[str, dict[str, float]] = {}
+    for measure, values in results.items():
+        for qid, value in values.items():
+            per_query.setdefault(qid, {})[measure] = value
+    entry: dict[str, Any] = {"mean": mean_scores(results), "per_query": per_query}
+    if significance is not None:
+        entry["significance"] = dict(significance)
+    return entry
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def render(report: Mapping[str, Any], fmt: str, *, per_query: bool, alpha: float) -> str:
+    if fmt == "json":
+        return json.dumps(report, indent=2) + "\n"
+    rows = _rows(report, per_query)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["run", "qid", *report["measures"]])
+        writer.writerows([run, qid, *(repr(v) for v in values)] for run, qid, values, _ in rows)
+        return buffer.getvalue()
+    return _table(report, rows, alpha)
+
+
+def _rows(report: Mapping[str, Any], per_query: bool) -> list[tuple[str, str, list[float], str]]:
+    """(run, qid or 'all', values in measure order, number of queries) for each output row."""
+    measures = report["measures"]
+    rows = []
+    for name, entry in report["runs"].items():
+        if per_query:
+            rows += [(name, qid, [values[m] for m in measures], "") for qid, values in sorted(entry["per_query"].items())]
+        rows.append((name, "all", [entry["mean"][m] for m in measures], str(len(entry["per_query"]))))
+    return rows
+
+
+def _table(report: Mapping[str, Any], rows: list[tuple[str, str, list[float], str]], alpha: float) -> str:
+    measures, runs = report["measures"], report["runs"]
+    per_query = any(qid != "all" for _, qid, _, _ in rows)
+    header = ["run", *(["qid"] if per_query else []), "queries", *measures]
+    body = []
+    for run, qid, values, n in rows:
+        significance = runs[run].get("significance", {}) if qid == "all" else {}
+        cells = [f"{v:.4f}" + ("*" if significance.get(m, {}).get("p_holm", 1.0) < alpha else " ")
+                 for m, v in zip(measures, values)]
+        body.append([run, *([qid] if per_query else []), n, *cells])
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    numeric_from = header.index("queries")
+    lines = ["  ".join(str(c).ljust(w) if i < numeric_from else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if report["test"] != "none" and len(runs) > 1:
+        test = {"t": "paired t-test", "randomization": "randomization test"}[report["test"]]
+        lines.append(f"* p < {alpha:g} against {report['baseline']} ({test}, Holm-corrected over {len(runs) - 1} runs)")
+    return "\n".join(lines) + "\n"
