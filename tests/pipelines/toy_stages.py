@@ -44,10 +44,11 @@ class KeywordRetriever:
 
 class ShortestFirstReranker:
     """Shorter text ranks higher. `crash_file`: if it exists, the first call in a process removes
-    it and kills the process (a reranker replica dying mid-job, once)."""
+    it and kills the process (a reranker replica dying mid-job, once). `log_file`: every reranked
+    qid is appended to it, one per line (to count recomputation)."""
 
-    def __init__(self, crash_file: str | None = None):
-        self.crash_file = crash_file
+    def __init__(self, crash_file: str | None = None, log_file: str | None = None):
+        self.crash_file, self.log_file = crash_file, log_file
 
     def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
         return self.rerank_batch([query], [hits])[0]
@@ -56,6 +57,9 @@ class ShortestFirstReranker:
         if self.crash_file and os.path.exists(self.crash_file):
             os.unlink(self.crash_file)
             os._exit(1)
+        if self.log_file:
+            with open(self.log_file, "a") as fh:
+                fh.write("".join(f"{q.qid}\n" for q in queries))
         out = []
         for hs in hits:
             order = sorted(hs, key=lambda h: (len(h.text), h.docid))
