@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from rankline.evaluation.formats import ranked
+from rankline.evaluation.metrics import Measure, parse_measure, rank_run
 from rankline.evaluation.intervals import BOOTSTRAP_RESAMPLES, Interval, _check_alpha, _scalar
 
 LAMBDAS = np.linspace(-1.0, 1.0, 2001)
@@ -64,30 +64,39 @@ def dcg_grid(
     run: Mapping[str, Mapping[str, float]],
     dists: Mapping[str, Mapping[str, np.ndarray]],
     qids: Sequence[str],
-    depth: int,
+    measure: str | Measure,
     lambdas: np.ndarray = LAMBDAS,
 ) -> np.ndarray:
-    """Per-query DCG@depth (trec_eval's gain = grade, discount 1/log2(rank+1), trec_eval ranking) of the
-    shifted expected grades, shape (len(qids), G). A ranked document without a distribution counts as
-    grade 0 with certainty (trec_eval's reading of an unjudged document)."""
-    if depth < 1:
-        raise ValueError(f"DCG depth must be >= 1, got {depth}")
+    """Per-query DCG@k (``DCG@k`` or ``DCG(dcg='exp-log2')@k`` as rankline.evaluation.metrics defines
+    it: trec_eval's ranking, discount 1/log2(rank+1)) of the shifted expected grades, shape
+    (len(qids), G). The exp-log2 gain is applied to the expected grade, as in the paper. A ranked
+    document without a distribution counts as grade 0 with certainty (trec_eval's unjudged), and a
+    query the run does not answer scores 0."""
+    measure = parse_measure(measure)
+    if measure.name != "DCG" or measure.cutoff is None:
+        raise ValueError(
+            f"CRC bounds DCG@k only (monotone in the labels with a known normaliser), got {measure}; use e.g. DCG@10"
+        )
     grades = next((len(p) for docs in dists.values() for p in docs.values()), None)
     if grades is None:
         raise ValueError("no label distributions given")
-    rows, docs_per_query = [], []
-    for qid in qids:
-        top = ranked(run.get(qid, {}))[:depth]
+    answered = [q for q in qids if run.get(q)]
+    # Rank with the metrics module itself: "grades" that are each document's position in the run.
+    positions = {q: {docid: i for i, docid in enumerate(run[q])} for q in answered}
+    top = rank_run(positions, run, answered).head(measure.cutoff)
+    point_zero = np.eye(grades)[0]
+    rows = []
+    for row, qid in enumerate(answered):
+        docids = list(run[qid])
         labelled = dists.get(qid, {})
-        point_zero = np.eye(grades)[0]
-        rows.extend(labelled.get(docid, point_zero) for docid, _ in top)
-        docs_per_query.append(len(top))
+        rows.extend(labelled.get(docids[i], point_zero) for i in top.grades[top.offsets[row]:top.offsets[row + 1]])
     grid = np.zeros((len(qids), len(lambdas)))
     if rows:
         expected = shifted_expected_grades(np.stack(rows), lambdas)
-        query_of = np.repeat(np.arange(len(qids)), docs_per_query)
-        rank = np.concatenate([np.arange(1, k + 1) for k in docs_per_query])
-        np.add.at(grid, query_of, expected / np.log2(rank + 1)[:, None])
+        gains = np.exp2(expected) - 1.0 if measure.dcg == "exp-log2" else expected
+        row_of = {q: i for i, q in enumerate(qids)}
+        query_row = np.array([row_of[q] for q in answered])[top.query]
+        np.add.at(grid, query_row, gains / np.log2(top.rank + 2.0)[:, None])
     return grid
 
 

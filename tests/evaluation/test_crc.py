@@ -55,10 +55,28 @@ def test_shift_hand_computed_and_hard_labels_do_not_move():
 def test_dcg_grid_equals_dcg_of_the_expected_grades_in_trec_eval_order():
     run = {"q1": {"a": 3.0, "b": 2.0, "c": 2.0, "d": 1.0}}  # tie b/c: docid descending -> c before b
     dists = {"q1": {"a": np.eye(4)[3], "b": np.eye(4)[1], "c": np.array([0.0, 0.5, 0.5, 0.0])}}
-    grid = crc.dcg_grid(run, dists, ["q1", "q2"], depth=3)
+    grid = crc.dcg_grid(run, dists, ["q1", "q2"], "DCG@3")
     expected = 3 / np.log2(2) + 1.5 / np.log2(3) + 1 / np.log2(4)
     assert grid[0, crc._ZERO] == pytest.approx(expected)
     assert np.all(grid[1] == 0)  # a query the run does not answer scores 0
+    exp_gain = crc.dcg_grid(run, dists, ["q1"], "DCG(dcg='exp-log2')@3")
+    assert exp_gain[0, crc._ZERO] == pytest.approx(7 + (2**1.5 - 1) / np.log2(3) + 1 / np.log2(4))
+    with pytest.raises(ValueError, match="DCG@k only"):
+        crc.dcg_grid(run, dists, ["q1"], "nDCG@10")
+
+
+def test_dcg_grid_of_hard_labels_equals_the_metrics_module(data_dir):
+    """On real data: one-hot distributions at lambda = 0 give exactly metrics.evaluate's DCG@10."""
+    from rankline.evaluation.formats import read_qrels, read_run
+    from rankline.evaluation.label_dist import empirical_label_dist
+    from rankline.evaluation.metrics import evaluate
+
+    qrels = read_qrels(data_dir / "trec-dl-2019" / "qrels.dl19-passage.txt")
+    run = read_run(data_dir / "trec-dl-2019" / "runs" / "ICT-BERT2")
+    qids = sorted(qrels)
+    grid = crc.dcg_grid(run, empirical_label_dist([qrels], pseudo_count=0.0), qids, "DCG@10")
+    want = evaluate(qrels, run, ["DCG@10"], complete=True)["DCG@10"]
+    np.testing.assert_allclose(grid[:, crc._ZERO], [want[q] for q in qids], atol=1e-12)
 
 
 def _paper_find_bounds(true_values, bound_func, coverage=0.95, epsilon=1e-5):
