@@ -1,0 +1,272 @@
+"""Lightning attention: causal linear attention with a per-head exponential decay (TransNormerLLM,
+Lightning Attention-2; fla's ``simple_gla`` with a constant per-head gate).
+
+    o_t = scale * sum_{j <= t} exp(log_decay_h * (t - j)) (q_t . k_j) v_j
+
+or, as a recurrence over the state S_t = exp(log_decay_h) S_{t-1} + k_t v_t^T (S_{-1} = initial_state),
+o_t = scale * q_t S_t. Shapes: q, k ``[B, H, T, Dk]``, v ``[B, H, T, Dv]``, state ``[B, H, Dk, Dv]``,
+``log_decay`` ``[H]`` (<= 0, a constant: it gets no gradient). ``scale`` defaults to 1.
+
+Backends: ``naive`` (quadratic, the oracle), ``torch`` (chunked: quadratic with the decay mask inside a
+chunk, a recurrent state between chunks; its backward runs the same chunked algorithm three times, forward
+in time for dq and backward in time for dk and dv), ``triton`` (the same algorithm as a GPU kernel).
+Half-precision inputs are computed in fp32; the final state is returned in fp32 (fp64 for fp64 inputs).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+from .backend import resolve_backend
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _accumulation_dtype(dtype: "torch.dtype") -> "torch.dtype":
+    import torch
+
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _log_decay_tensor(log_decay: "torch.Tensor | Sequence[float]", heads: int, like: "torch.Tensor") -> "torch.Tensor":
+    import torch
+
+    g = torch.as_tensor(log_decay, device=like.device).detach().to(_accumulation_dtype(like.dtype)).flatten()
+    if g.numel() != heads:
+        raise ValueError(f"lightning_attention: log_decay needs one value per head ({heads}), got {g.numel()}")
+    if not bool(torch.isfinite(g).all()) or bool((g > 0).any()):
+        raise ValueError(f"lightning_attention: log_decay must be finite and <= 0, got {g.tolist()}")
+    return g
+
+
+def _check_shapes(q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", state: "torch.Tensor | None") -> None:
+    if q.dim() != 4 or q.shape != k.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            "lightning_attention: q, k must be [B, H, T, Dk] and v [B, H, T, Dv], got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    expected = (q.shape[0], q.shape[1], q.shape[3], v.shape[3])
+    if state is not None and tuple(state.shape) != expected:
+        raise ValueError(f"lightning_attention: initial_state must be {expected}, got {tuple(state.shape)}")
+
+
+def _exp_masked(exponent: "torch.Tensor", keep: "torch.Tensor") -> "torch.Tensor":
+    """exp(exponent) where keep, else 0 (without evaluating exp of the dropped, possibly huge, exponents)."""
+    import torch
+
+    return torch.exp(torch.where(keep, exponent, torch.full_like(exponent, float("-inf"))))
+
+
+def lightning_attention_naive(
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    v: "torch.Tensor",
+    log_decay: "torch.Tensor",
+    scale: float,
+    initial_state: "torch.Tensor | None",
+) -> "tuple[torch.Tensor, torch.Tensor]":
+    """Reference: the full [T, T] decay matrix. Returns o (input dtype) and the final state (accumulation dtype)."""
+    import torch
+
+    dtype, acc = q.dtype, _accumulation_dtype(q.dtype)
+    q, k, v = q.to(acc), k.to(acc), v.to(acc)
+    T = q.shape[2]
+    g = log_decay.to(acc)[:, None, None]  # [H, 1, 1]
+    t = torch.arange(T, device=q.device, dtype=acc)
+    lag = t[:, None] - t[None, :]
+    decay = _exp_masked(g * lag, lag >= 0)  # [H, T, T]
+    o = ((q @ k.transpose(-1, -2)) * decay) @ v
+    tail = torch.exp(g * (T - 1 - t)[:, None])  # [H, T, 1]: weight of token j in the final state
+    state = (k * tail).transpose(-1, -2) @ v
+    if initial_state is not None:
+        s0 = initial_state.to(acc)
+        o = o + torch.exp(g * (t + 1)[:, None]) * (q @ s0)
+        state = state + torch.exp(g * T) * s0
+    return (scale * o).to(dtype), state
+
+
+def chunked_linear_attention(
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    v: "torch.Tensor",
+    log_decay: "torch.Tensor",
+    initial_state: "torch.Tensor | None",
+    chunk_size: int,
+) -> "tuple[torch.Tensor, torch.Tensor]":
+    """o_t = q_t S_t (no scale) and the final state, all in the inputs' dtype; no autograd of its own.
+
+    Inside a chunk of C tokens: (q k^T * decay mask) v. Between chunks: the state entering chunk c adds
+    exp(g * (i + 1)) q_i S_c to local position i, and S_{c+1} = exp(g * L_c) S_c + sum_j exp(g * (L_c - 1 - j)) k_j v_j^T.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    B, H, T, Dk = q.shape
+    Dv = v.shape[-1]
+    C = max(1, min(chunk_size, T))
+    n = -(-T // C)
+    pad = n * C - T
+    if pad:  # zero keys and values add nothing; the last chunk's real length is handled below
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+    qc, kc, vc = q.view(B, H, n, C, Dk), k.view(B, H, n, C, Dk), v.view(B, H, n, C, Dv)
+    g = log_decay.to(q.dtype)
+    pos = torch.arange(C, device=q.device, dtype=q.dtype)
+    lag = pos[:, None] - pos[None, :]
+    intra_decay = _exp_masked(g[:, None, None] * lag, lag >= 0)  # [H, C, C]
+    o = ((qc @ kc.transpose(-1, -2)) * intra_decay[:, None]) @ vc
+
+    lengths = torch.full((n,), C, device=q.device, dtype=q.dtype)
+    lengths[-1] = T - (n - 1) * C
+    to_end = lengths[:, None] - 1 - pos  # [n, C]
+    key_weight = _exp_masked(g[:, None, None] * to_end, to_end >= 0)  # [H, n, C]
+    local_states = (kc * key_weight[..., None]).transpose(-1, -2) @ vc  # [B, H, n, Dk, Dv]
+    chunk_decay = torch.exp(g[:, None] * lengths)  # [H, n]
+    query_weight = torch.exp(g[:, None, None] * (pos + 1)[:, None])  # [H, C, 1]
+    q_decayed = qc * query_weight[:, None]
+    state = q.new_zeros(B, H, Dk, Dv) if initial_state is None else initial_state.to(q.dtype)
+    for c in range(n):  # the only sequential part: n small [C, Dk] x [Dk, Dv] products
+        o[:, :, c] += q_decayed[:, :, c] @ state
+        state = chunk_decay[:, c, None, None] * state + local_states[:, :, c]
+    return o.reshape(B, H, n * C, Dv)[:, :, :T], state
+
+
+def lightning_attention_backward(
+    forward: "object",
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    v: "torch.Tensor",
+    log_decay: "torch.Tensor",
+    initial_state: "torch.Tensor | None",
+    grad_o: "torch.Tensor",
+    grad_state: "torch.Tensor | None",
+    chunk_size: int,
+) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]":
+    """dq, dk, dv, d(initial_state) of o_t = q_t S_t, by three runs of a forward linear-attention ``forward``.
+
+    dq_t = dO_t S_t^T is linear attention with (q, k, v) = (dO, v, k) and initial state S_0^T; dk and dv are
+    linear attention backward in time: dk = flip(LA(flip v, flip dO, flip q)), dv = flip(LA(flip k, flip q, flip dO)),
+    whose final state gives d(initial_state). The final-state gradient adds exp(g (T-1-j)) terms directly.
+    """
+    import torch
+
+    T = q.shape[2]
+    g = log_decay.to(q.dtype)
+    s0_t = None if initial_state is None else initial_state.transpose(-1, -2)
+    dq, _ = forward(grad_o, v, k, g, s0_t, chunk_size)
+    flip = lambda x: x.flip(2)  # noqa: E731
+    dk, _ = forward(flip(v), flip(grad_o), flip(q), g, None, chunk_size)
+    dv, reverse_state = forward(flip(k), flip(q), flip(grad_o), g, None, chunk_size)
+    dk, dv = flip(dk), flip(dv)
+    d_initial = None if initial_state is None else torch.exp(g)[:, None, None] * reverse_state
+    if grad_state is not None:
+        t = torch.arange(T, device=q.device, dtype=q.dtype)
+        tail = torch.exp(g[:, None, None] * (T - 1 - t)[:, None])  # [H, T, 1]
+        dk = dk + tail * (v @ grad_state.transpose(-1, -2))
+        dv = dv + tail * (k @ grad_state)
+        if d_initial is not None:
+            d_initial = d_initial + torch.exp(g * T)[:, None, None] * grad_state
+    return dq, dk, dv, d_initial
+
+
+def _autograd_function(forward: "object") -> type:
+    """A torch.autograd.Function running ``forward`` (a chunked linear attention) and its three-pass backward."""
+    import torch
+
+    class LightningFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, log_decay, scale, initial_state, chunk_size):  # type: ignore[override]
+            ctx.set_materialize_grads(False)
+            acc = _accumulation_dtype(q.dtype)
+            qs = q.to(acc) * scale
+            k_, v_ = k.to(acc), v.to(acc)
+            s0 = None if initial_state is None else initial_state.to(acc)
+            o, state = forward(qs, k_, v_, log_decay, s0, chunk_size)
+            ctx.save_for_backward(qs, k_, v_, log_decay, s0)
+            ctx.scale, ctx.chunk_size, ctx.dtypes = scale, chunk_size, (q.dtype, k.dtype, v.dtype)
+            ctx.state_dtype = None if initial_state is None else initial_state.dtype
+            return o.to(q.dtype), state
+
+        @staticmethod
+        def backward(ctx, grad_o, grad_state):  # type: ignore[override]
+            qs, k, v, log_decay, s0 = ctx.saved_tensors
+            grad_o = torch.zeros_like(v) if grad_o is None else grad_o.to(v.dtype)
+            grad_state = None if grad_state is None else grad_state.to(v.dtype)
+            dq, dk, dv, ds0 = lightning_attention_backward(
+                forward, qs, k, v, log_decay, s0, grad_o, grad_state, ctx.chunk_size
+            )
+            dq = dq * ctx.scale
+            q_dtype, k_dtype, v_dtype = ctx.dtypes
+            ds0 = None if ds0 is None else ds0.to(ctx.state_dtype)
+            return dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype), None, None, ds0, None
+
+    return LightningFunction
+
+
+_FUNCTIONS: dict[str, type] = {}
+
+
+def _function(backend: str) -> type:
+    if backend not in _FUNCTIONS:
+        if backend == "torch":
+            _FUNCTIONS[backend] = _autograd_function(chunked_linear_attention)
+        else:
+            from .triton_lightning import triton_linear_attention
+
+            _FUNCTIONS[backend] = _autograd_function(triton_linear_attention)
+    return _FUNCTIONS[backend]
+
+
+def lightning_attention(
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    v: "torch.Tensor",
+    log_decay: "torch.Tensor | Sequence[float]",
+    *,
+    scale: float | None = None,
+    initial_state: "torch.Tensor | None" = None,
+    output_final_state: bool = False,
+    chunk_size: int = 64,
+    backend: str = "auto",
+) -> "tuple[torch.Tensor, torch.Tensor | None]":
+    """Decayed causal linear attention. Returns ``(o, final_state)``; final_state is None unless asked for."""
+    _check_shapes(q, k, v, initial_state)
+    if chunk_size < 1:
+        raise ValueError(f"lightning_attention: chunk_size must be >= 1, got {chunk_size}")
+    g = _log_decay_tensor(log_decay, q.shape[1], q)
+    scale = 1.0 if scale is None else float(scale)
+    chosen = resolve_backend(backend, q)
+    if chosen == "naive":
+        o, state = lightning_attention_naive(q, k, v, g, scale, initial_state)
+    else:
+        o, state = _function(chosen).apply(q, k, v, g, scale, initial_state, chunk_size)
+    return o, (state if output_final_state else None)
+
+
+def lightning_attention_step(
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    v: "torch.Tensor",
+    state: "torch.Tensor",
+    log_decay: "torch.Tensor | Sequence[float]",
+    *,
+    scale: float | None = None,
+) -> "tuple[torch.Tensor, torch.Tensor]":
+    """One decoding step: q, k ``[B, H, Dk]``, v ``[B, H, Dv]``, state ``[B, H, Dk, Dv]``.
+
+    S' = exp(log_decay) S + k v^T; returns (scale * q S' in q's dtype, S' in the state's dtype).
+    """
+    import torch
+
+    if q.dim() != 3 or k.shape != q.shape or v.shape[:2] != q.shape[:2]:
+        raise ValueError(
+            "lightning_attention_step: q, k must be [B, H, Dk] and v [B, H, Dv], got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    expected = (*q.shape, v.shape[-1])
+    if tuple(state.shape) != expected:
+        raise ValueError(f"lightning_attention_step: state must be {expected}, got {tuple(state.shape)}")
+    acc = state.dtype
+    g = _log_decay_tensor(log_decay, q.shape[1], state)
+    new_state = torch.exp(g)[:, None, None] * state + k.to(acc)[..., :, None] * v.to(acc)[..., None, :]
+    o = (q.to(acc)[..., None, :] @ new_state)[..., 0, :]
+    return ((1.0 if scale is None else float(scale)) * o).to(q.dtype), new_state
