@@ -89,7 +89,7 @@ def dcg_grid(
     for row, qid in enumerate(answered):
         docids = list(run[qid])
         labelled = dists.get(qid, {})
-        rows.extend(labelled.get(docids[i], point_zero) for i in top.grades[top.offsets[row]:top.offsets[row + 1]])
+        rows.extend(labelled.get(docids[i], point_zero) for i in top.grades[top.offsets[row]:top.offsets[row + 1]].astype(np.int64))
     grid = np.zeros((len(qids), len(lambdas)))
     if rows:
         expected = shifted_expected_grades(np.stack(rows), lambdas)

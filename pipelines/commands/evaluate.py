@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from rankline.pipelines.commands._ci_options import add_ci_arguments, add_ci_entries
+
 HELP = "score TREC runs against qrels (trec_eval-exact measures, paired significance tests)"
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100", "AP"]
 
@@ -46,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--permutations", type=int, default=10_000,
                         help="random sign flips of the randomization test (exact when 2^queries is fewer)")
     parser.add_argument("-o", "--output", type=Path, help="write here (atomically) instead of to stdout")
+    add_ci_arguments(parser)
 
 
 def run_name(path: str | Path) -> str:
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         "test": args.test,
         "runs": {name: run_entry(per_query[name], significance.get(name)) for name in names},
     }
+    add_ci_entries(report, args)
     text = render(report, args.format, per_query=args.per_query, alpha=args.alpha)
     if args.output:
         from rankline.evaluation.io import atomic_write
