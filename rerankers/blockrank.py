@@ -216,6 +216,8 @@ class BlockRankReranker:
 
     def score_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[float]]:
         """BlockRank scores of every candidate, in input order, for each query (calibrated if configured)."""
+        from tqdm.auto import tqdm
+
         from rankline.rerankers.blockrank_attention import score_prompts
 
         if len(queries) != len(hits):
@@ -223,8 +225,8 @@ class BlockRankReranker:
         cfg = self.config
         results: list[list[float]] = [[] for _ in queries]
         todo = [i for i, h in enumerate(hits) if len(h) > 0]
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start:start + cfg.batch_size]
+        chunks = [todo[start:start + cfg.batch_size] for start in range(0, len(todo), cfg.batch_size)]
+        for chunk in tqdm(chunks, desc="blockrank", unit="batch", disable=len(chunks) < 2, leave=False):
             prompts = [self.prompt(queries[i].text, hits[i]) for i in chunk]
             if cfg.calibrate:
                 prompts += [self.prompt(cfg.calibration_query, hits[i]) for i in chunk]
