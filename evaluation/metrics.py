@@ -4,6 +4,7 @@ Names follow ir_measures: ``nDCG@10``, ``nDCG(dcg='exp-log2')@10`` (Burges gain 
 ``DCG@10`` (unnormalised, same gains), ``RR``, ``RR(rel=2)@10``, ``R@100``, ``P@10``, ``AP``,
 ``AP@100``, ``Judged@10``. Binary measures (RR, R, P, AP) count a document as relevant when its grade
 is at least ``rel`` (default 1; TREC DL uses ``rel=2``); nDCG and DCG use the grades as gains.
+Grades may be fractional (e.g. expected labels from an LLM judge): thresholds and gains apply as is.
 
 Semantics are trec_eval's (``form_res_rels.c`` and the ``m_*.c`` measures):
 - a query's documents are ordered by score descending, ties broken by docid descending (byte order);
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 # grade given to retrieved documents that have no judgment (trec_eval's RELVALUE_NONPOOL)
-UNJUDGED = np.iinfo(np.int64).min
+UNJUDGED = -np.inf
 
 # name -> (parameters it accepts, whether a cutoff is required)
 _MEASURES: dict[str, tuple[frozenset[str], bool]] = {
@@ -187,14 +188,14 @@ def rank_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[s
              qids: Sequence[str]) -> Ranking:
     """Join `run` with `qrels` for `qids` (each must be in both) and sort each query in trec_eval order."""
     sizes = np.fromiter((len(run[q]) for q in qids), np.int64, len(qids))
-    grades = np.empty(int(sizes.sum()), np.int64)
+    grades = np.empty(int(sizes.sum()), np.float64)
     start = 0
     for qid in qids:
         docs, judged = run[qid], qrels[qid]
         docids = list(docs)
         n = len(docids)
         scores = np.fromiter(docs.values(), np.float64, n).astype(np.float32)
-        found = np.fromiter(map(judged.get, docids, itertools.repeat(UNJUDGED)), np.int64, n)
+        found = np.fromiter(map(judged.get, docids, itertools.repeat(UNJUDGED)), np.float64, n)
         grades[start:start + n] = found[_trec_order(docids, scores)]
         start += n
     return Ranking.from_lists(sizes, grades)
@@ -202,9 +203,9 @@ def rank_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[s
 
 def _ideal_ranking(qrels: Mapping[str, Mapping[str, int]], qids: Sequence[str]) -> Ranking:
     """Every judged document of each query, best grade first: the ideal ranking of nDCG."""
-    best_first = [np.sort(np.fromiter(qrels[q].values(), np.int64, len(qrels[q])))[::-1] for q in qids]
+    best_first = [np.sort(np.fromiter(qrels[q].values(), np.float64, len(qrels[q])))[::-1] for q in qids]
     sizes = np.fromiter(map(len, best_first), np.int64, len(qids))
-    return Ranking.from_lists(sizes, np.concatenate(best_first) if best_first else np.zeros(0, np.int64))
+    return Ranking.from_lists(sizes, np.concatenate(best_first) if best_first else np.zeros(0))
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -253,7 +254,7 @@ class Evaluator:
         return self._discount[rank]
 
     def _dcg(self, ranking: Ranking, kind: str) -> np.ndarray:
-        gains = np.maximum(ranking.grades, 0).astype(np.float64)
+        gains = np.maximum(ranking.grades, 0.0)
         if kind == "exp-log2":
             gains = np.exp2(gains) - 1.0
         return ranking.per_query_sum(gains * self._discounts(ranking.rank))

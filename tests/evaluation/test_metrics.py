@@ -214,3 +214,11 @@ def test_parse_measure(text: str, expected: Measure, canonical: str) -> None:
 def test_parse_measure_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_measure(text)
+
+
+def test_fractional_grades_such_as_expected_llm_labels() -> None:
+    qrels = {"q": {"a": 1.5, "b": 0.5, "c": 0.0}}
+    res = evaluate(qrels, {"q": {"b": 2.0, "a": 1.0, "x": 0.5}}, ["nDCG@2", "RR", "AP", "Judged@3"])
+    assert res["nDCG@2"]["q"] == pytest.approx((0.5 + 1.5 / math.log2(3)) / (1.5 + 0.5 / math.log2(3)))
+    assert res["RR"]["q"] == 0.5 and res["AP"]["q"] == 0.5  # only a (1.5) reaches rel=1
+    assert res["Judged@3"]["q"] == pytest.approx(2 / 3)
