@@ -164,9 +164,14 @@ def block_attention(
     """BlockRank attention output [B, Hq, T, D] (0 at padding tokens)."""
     _check_shapes(q, k, v, layout)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    import torch
+
     chosen = resolve_backend(backend, q)
-    if chosen == "triton" and backend == "auto" and q.requires_grad | k.requires_grad | v.requires_grad:
-        chosen = "torch"  # the Triton kernel is forward-only
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if chosen == "triton" and needs_grad:
+        if backend == "triton":
+            raise ValueError("block_attention: the Triton path is forward-only; use backend='torch' for gradients")
+        chosen = "torch"
     if chosen == "naive":
         return block_attention_naive(q, k, v, layout, scale)
     if chosen == "torch":
