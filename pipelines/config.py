@@ -5,11 +5,12 @@
       index: indexes/scifact        # a `rankline index` folder
       method: dense                 # dense | bm25 | hybrid
       k: 100                        # candidates retrieved per query
+      options: {nprobe: 16}         # more open_retriever options (optional)
     reranker:                       # optional
-      name: first                   # a rankline reranker name
-      model: smollm2-135m-instruct
+      name: first                   # first | listwise | query-likelihood
+      model: smollm2-135m-instruct  # or a HF id, or a model folder
       depth: 20                     # rerank the top `depth` candidates
-      options: {window: 20, stride: 10}
+      options: {window: 20, stride: 10, device: cpu}
     serve:                          # optional; used by `rankline serve`
       num_replicas: 1               # reranker replicas
       max_k: 100
@@ -155,18 +156,21 @@ def _factory(where: str, prefix: str, data: Mapping) -> Factory:
 
 
 def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
-    _only(where, "retriever.", data, {"index", "method", "k", "factory", "args", "kwargs"})
+    _only(where, "retriever.", data, {"index", "method", "k", "options", "factory", "args", "kwargs"})
     k = _positive_int(where, "retriever.k", data.get("k", 100))
     if "factory" in data:
         return _factory(where, "retriever.", data), k
     if "index" not in data:
         raise ValueError(f"{where}: retriever needs 'index' (a `rankline index` folder) or 'factory'")
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise ValueError(f"{where}: retriever.options must be a mapping")
     from rankline.retrieval import open_retriever
 
     index = base / str(data["index"])
     if not index.exists():
         raise FileNotFoundError(f"{where}: retriever.index {index} does not exist")
-    return Factory(open_retriever, (str(index),), {"method": data.get("method", "dense")}), k
+    return Factory(open_retriever, (str(index),), {"method": data.get("method", "dense"), **options}), k
 
 
 def _reranker(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
@@ -179,9 +183,24 @@ def _reranker(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise ValueError(f"{where}: reranker.options must be a mapping")
-    from rankline.rerankers import make_reranker
+    from rankline.rerankers.models import DEFAULT_MODEL
+    from rankline.rerankers.registry import reranker_factory
 
-    model = str(data.get("model", "smollm2-135m-instruct"))
+    try:
+        reranker_factory(str(data["name"]))
+    except ValueError as exc:
+        raise ValueError(f"{where}: reranker.name: {exc}") from None
+    model = str(data.get("model", DEFAULT_MODEL))
     if (base / model).exists():  # a local model folder, relative to the pipeline file
         model = str(base / model)
-    return Factory(make_reranker, (str(data["name"]),), {"model": model, **options}), depth
+    return Factory(llm_reranker, (str(data["name"]), model), options), depth
+
+
+def llm_reranker(name: str, model: str, *, device: str | None = None, dtype: str | None = None, **options: Any):
+    """Load `model` and build the registered reranker `name` over it (what a stage Factory calls
+    where the stage runs). `options` are the reranker's own (window, stride, depth, batch_size, ...)."""
+    from rankline.rerankers.models import load_causal_lm
+    from rankline.rerankers.registry import build_reranker, reranker_factory
+
+    reranker_factory(name)  # an unknown name fails before the model loads
+    return build_reranker(name, load_causal_lm(model, device=device, dtype=dtype), **options)

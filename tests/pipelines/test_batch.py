@@ -104,3 +104,17 @@ def test_journal_of_other_inputs_is_not_resumed(ray_session, toy, requests, tmp_
     journal_path(out).write_text(json.dumps({"rankline_batch": 1, "fingerprint": "other"}) + "\n")
     with pytest.raises(ValueError, match="other inputs or settings; delete it"):
         batch_rerank(requests, Factory(toy.ShortestFirstReranker), out, settings=SETTINGS, identity={"depth": 3})
+
+
+@pytest.mark.slow
+def test_batch_rerank_cli_equals_rerank_cli_with_first(ray_session, fixtures_dir, tmp_path):
+    """`rankline batch-rerank` on 2 workers writes the same bytes as single-process `rankline rerank`
+    (FIRST, the tiny Llama of the parity fixtures, every case of cases.jsonl)."""
+    from rankline.pipelines.cli import main
+
+    cases, model = fixtures_dir / "first-parity" / "cases.jsonl", fixtures_dir / "first-parity" / "tiny-llama"
+    common = ["--reranker", "first", "--model", str(model), "--device", "cpu", "--depth", "30", "--batch-size", "2"]
+    assert main(["rerank", "--candidates", str(cases), *common, "--out", str(tmp_path / "single.trec")]) == 0
+    assert main(["batch-rerank", "--run", str(cases), *common, "--workers", "2", "--out", str(tmp_path / "ray.trec")]) == 0
+    single = (tmp_path / "single.trec").read_bytes()
+    assert single and (tmp_path / "ray.trec").read_bytes() == single
