@@ -112,7 +112,7 @@ def compare_to_baseline(per_query: Mapping[str, Mapping[str, Mapping[str, float]
     """Compare every run with `baseline` on every measure, Holm-correcting across the runs.
 
     `per_query` is ``{run name: {measure: {qid: value}}}`` (the output of metrics.evaluate per run);
-    each comparison pairs the queries the two runs have in common.
+    each comparison pairs the queries the two runs have in common (p = 1 when fewer than two).
     """
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; expected one of {sorted(TESTS)}")
@@ -128,8 +128,10 @@ def compare_to_baseline(per_query: Mapping[str, Mapping[str, Mapping[str, float]
             qids = sorted(set(values) & set(base_values))
             a = [values[q] for q in qids]
             b = [base_values[q] for q in qids]
-            result = TESTS[test](a, b, **test_options)
-            family.append((run, len(qids), float(np.mean(a) - np.mean(b)), result))
+            # fewer than two paired queries carry no evidence of a difference: p = 1
+            result = TESTS[test](a, b, **test_options) if len(qids) >= 2 else TestResult(0.0, 1.0)
+            difference = float(np.mean(a) - np.mean(b)) if qids else 0.0
+            family.append((run, len(qids), difference, result))
         adjusted = holm([result.p_value for *_, result in family])
         comparisons += [
             Comparison(run, baseline, measure, n, diff, result.statistic, result.p_value, p_adj)

@@ -80,3 +80,12 @@ def test_compare_to_baseline_pairs_common_queries_and_corrects_across_runs() -> 
     assert rand["better"].p_value == 1 / 2001
     with pytest.raises(ValueError, match="unknown test"):
         compare_to_baseline(per_query, "base", test="wilcoxon")
+
+
+def test_too_few_paired_queries_give_no_evidence() -> None:
+    per_query = {"base": {"RR": {"q1": 0.5}}, "other": {"RR": {"q1": 1.0}}, "disjoint": {"RR": {"q2": 1.0}}}
+    comps = {c.run: c for c in compare_to_baseline(per_query, "base")}
+    assert comps["other"].p_value == 1.0 and comps["other"].mean_difference == 0.5
+    assert comps["disjoint"].n_queries == 0 and comps["disjoint"].p_holm == 1.0
+    with pytest.raises(ValueError, match="at least 2 paired"):
+        paired_t_test([1.0], [0.0])
