@@ -1,0 +1,90 @@
+"""Pipeline files: YAML and TOML describe the same pipeline; mistakes name the file and the key."""
+from __future__ import annotations
+
+import pytest
+
+from rankline.pipelines.config import ServeSettings, llm_reranker, load_config, load_pipeline
+from rankline.retrieval import open_retriever
+
+YAML = """
+retriever:
+  index: idx
+  method: bm25
+  k: 50
+  options: {k1: 0.9}
+reranker:
+  name: first
+  model: smollm2-135m-instruct
+  depth: 10
+  options: {window: 4, stride: 2}
+serve:
+  num_replicas: 2
+  max_k: 20
+  batch_wait_timeout_s: 1
+"""
+
+TOML = """
+[retriever]
+index = "idx"
+method = "bm25"
+k = 50
+options = {k1 = 0.9}
+
+[reranker]
+name = "first"
+model = "smollm2-135m-instruct"
+depth = 10
+options = {window = 4, stride = 2}
+
+[serve]
+num_replicas = 2
+max_k = 20
+batch_wait_timeout_s = 1
+"""
+
+
+def test_yaml_and_toml_agree(tmp_path):
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "p.yaml").write_text(YAML)
+    (tmp_path / "p.toml").write_text(TOML)
+    a, b = load_config(tmp_path / "p.yaml"), load_config(tmp_path / "p.toml")
+    assert (a.retriever, a.k, a.reranker, a.depth, a.serve) == (b.retriever, b.k, b.reranker, b.depth, b.serve)
+    assert a.retriever.fn is open_retriever
+    assert a.retriever.args == (str(tmp_path / "idx"),)  # relative to the file, not the cwd
+    assert dict(a.retriever.kwargs) == {"method": "bm25", "k1": 0.9}
+    assert a.reranker.fn is llm_reranker and a.reranker.args == ("first", "smollm2-135m-instruct")
+    assert a.serve == ServeSettings(num_replicas=2, max_k=20, batch_wait_timeout_s=1)
+    pipe = load_pipeline(tmp_path / "p.yaml")  # stages are built on first use, not here
+    assert (pipe.retrieve_stage.k, pipe.rerank_stage.depth) == (50, 10)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("retriever: {index: idx}\nrerank: {}\n", "unknown key 'rerank'"),
+        ("reranker: {name: first}\n", "missing 'retriever' section"),
+        ("retriever: {index: idx, kk: 3}\n", "unknown key retriever.'kk'"),
+        ("retriever: {index: nowhere}\n", "retriever.index"),
+        ("retriever: {index: idx, k: 0}\n", "retriever.k must be a positive integer"),
+        ("retriever: {index: idx}\nreranker: {name: nope}\n", "reranker.name: unknown reranker 'nope'"),
+        ("retriever: {index: idx}\nserve: {max_k: -1}\n", "serve.max_k must be a positive int"),
+        ("retriever: {index: idx}\nserve: {max_k: true}\n", "serve.max_k must be a positive int"),
+        ("retriever: {factory: 'no.such.module:x'}\n", "cannot be imported"),
+        ("retriever: [1, 2\n", "not valid YAML"),
+        ("- just a list\n", "expected a mapping"),
+    ],
+)
+def test_mistakes_name_the_file_and_key(tmp_path, text, message):
+    (tmp_path / "idx").mkdir()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises((ValueError, OSError), match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_factory_stages_run_in_process(tmp_path, toy):
+    path = tmp_path / "toy.toml"
+    path.write_text(f'[retriever]\nfactory = "{toy.__name__}:KeywordRetriever"\nk = 4\n'
+                    f'[reranker]\nfactory = "{toy.__name__}:ShortestFirstReranker"\ndepth = 2\n')
+    assert [h.docid for h in load_pipeline(path).search("ray actors python", k=3)] == ["d7", "d1", "d2"]
