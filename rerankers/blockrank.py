@@ -20,8 +20,9 @@ the part of the attention explained by a passage's position and length rather th
 """
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from rankline.retrieval.types import Hit, Query
@@ -211,6 +212,11 @@ class BlockRankReranker:
         lm = load_causal_lm(name_or_path, device=device, dtype=dtype)
         return cls(lm.model, lm.tokenizer, BlockRankConfig(**config))
 
+    @property
+    def batch_size(self) -> int:
+        """Queries per forward pass (callers group queries by it)."""
+        return self.config.batch_size
+
     def prompt(self, query: str, hits: Sequence[Hit]) -> BlockPrompt:
         return build_prompt(self.tokenizer, query, [format_document(h.title, h.text) for h in hits], self.config)
 
@@ -255,3 +261,17 @@ def order_hits(hits: Sequence[Hit], scores: Sequence[float]) -> list[Hit]:
             score = math.nextafter(out[-1].score, -math.inf)
         out.append(replace(hit, score=float(score)))
     return out
+
+
+def blockrank_reranker(lm: Any, **config: Any) -> BlockRankReranker:
+    """The registry's factory (`rankline rerank --reranker blockrank`): a BlockRankReranker over a loaded
+    `CausalLM`; the keyword options are the BlockRankConfig fields."""
+    return BlockRankReranker(lm.model, lm.tokenizer, BlockRankConfig(**config))
+
+
+# Advertise the BlockRankConfig fields as keyword-only options (the registry validates options against them).
+blockrank_reranker.__signature__ = inspect.Signature(
+    [inspect.Parameter("lm", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in fields(BlockRankConfig)],
+    return_annotation=BlockRankReranker,
+)

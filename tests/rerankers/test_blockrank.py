@@ -243,3 +243,26 @@ def test_errors_name_the_problem(tiny):
         BlockRankReranker(model, tok, BlockRankConfig(layer=5))
     with pytest.raises(ValueError, match="max_block_tokens must be >= 1"):
         BlockRankConfig(max_block_tokens=0)
+
+
+def test_rerank_command_writes_the_official_scores(fixtures_dir, tmp_path):
+    """`rankline rerank --reranker blockrank` on rank_llm-style candidates reproduces the fixture scores."""
+    from rankline.evaluation.formats import read_run
+    from rankline.pipelines.cli import main
+
+    cases = _cases(fixtures_dir, "")
+    case, expected, _ = cases[1]  # s02: 10 documents, layer 1, max_block_tokens 200 (blocks cut)
+    requests = [{"query": case["query"], "hits": [
+        {"qid": case["qid"], "docid": d["docid"], "rank": r, "score": d["score"],
+         "content": f"{d.get('title') or ''} {d['text']}"} for r, d in enumerate(case["candidates"], 1)]}]
+    candidates = tmp_path / "candidates.json"
+    candidates.write_text(json.dumps(requests), encoding="utf-8")
+    out = tmp_path / "run.trec"
+    code = main(["rerank", "--candidates", str(candidates), "--reranker", "blockrank",
+                 "--model", str(fixtures_dir / "first-parity" / "tiny-llama"), "--layer", str(case["layer"]),
+                 "--max-block-tokens", str(case["max_block_tokens"]), "--out", str(out)])
+    assert code == 0
+    run = read_run(out)[case["qid"]]
+    for docid, want in expected["scores"].items():
+        assert abs(run[docid] - want) <= expected["rtol"] * abs(want)
+    assert sorted(run, key=run.get, reverse=True) == expected["order"]
