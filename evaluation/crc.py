@@ -92,7 +92,8 @@ def dcg_grid(
         rows.extend(labelled.get(docids[i], point_zero) for i in top.grades[top.offsets[row]:top.offsets[row + 1]].astype(np.int64))
     grid = np.zeros((len(qids), len(lambdas)))
     if rows:
-        expected = shifted_expected_grades(np.stack(rows), lambdas)
+        unique, inverse = np.unique(np.stack(rows), axis=0, return_inverse=True)  # hard labels repeat a lot
+        expected = shifted_expected_grades(unique, lambdas)[inverse.reshape(-1)]
         gains = np.exp2(expected) - 1.0 if measure.dcg == "exp-log2" else expected
         row_of = {q: i for i, q in enumerate(qids)}
         query_row = np.array([row_of[q] for q in answered])[top.query]
@@ -174,23 +175,30 @@ def crc_dataset(
     alpha: float = 0.05,
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
+    resample_size: int | None = None,
     rng: np.random.Generator | int | None = 0,
 ) -> Interval:
-    """Interval for the mean DCG over the unlabelled queries: the degrees are calibrated so that the
+    """Interval for the mean DCG over the m unlabelled queries: the degrees are calibrated so that
     bootstrap means of the labelled queries' bound enclose 1 - alpha of their true bootstrap means.
+
+    Each bootstrap mean averages `resample_size` labelled queries drawn with replacement. The paper
+    draws n (all labelled queries), which fits a target set much larger than the labelled one; the
+    default here, floor((n - 1) m / (n + m)), gives the bootstrap mean (whose resamples have the ddof=0
+    variance) the unbiased variance s^2 (1/n + 1/m) of the
+    quantity that decides coverage (the unlabelled mean error minus the labelled one), so the bound
+    stays valid when few queries are left unlabelled (m-out-of-n bootstrap); it tends to n as m grows.
     The estimate is the unshifted (lambda = 0) LLM value, which the calibrated interval need not contain."""
     _check_alpha(alpha)
     y_lab = np.asarray(y_lab, dtype=np.float64)
     n, m = y_lab.shape[0], grid_unl.shape[0]
     if n < 2 or m < 1:
         raise ValueError(f"dataset-level CRC needs >= 2 labelled and >= 1 unlabelled queries, got {n} and {m}")
-    counts = np.zeros((resamples, n))
-    rows = np.random.default_rng(rng).integers(0, n, size=(resamples, n))
-    np.add.at(counts, (np.arange(resamples)[:, None], rows), 1.0 / n)
+    size = resample_size if resample_size is not None else max(1, ((n - 1) * m) // (n + m))
+    rows = np.random.default_rng(rng).integers(0, n, size=(resamples, size))
     columns = y_lab.shape[1:]
 
     def boot_means(values: np.ndarray) -> np.ndarray:
-        return (counts @ values.reshape(n, -1)).reshape((resamples,) + columns)
+        return values[rows].mean(axis=1)  # (resamples, *columns)
 
     low, high = _calibrate(boot_means(y_lab), lambda g: boot_means(_at(grid_lab, g)), 1.0 - alpha, grid_lab.shape[-1])
     mean = lambda g: _at(grid_unl, g).mean(axis=0)  # noqa: E731
