@@ -44,19 +44,19 @@ def ensure_ray() -> None:
         )
 
 
-def actor_options(resources: Mapping[str, float], max_restarts: int) -> dict:
-    """Ray actor options from {"CPU": n, "GPU": n, "<custom>": n}; an actor restarted after a crash
-    re-runs its in-flight calls (max_task_retries)."""
+def ray_resources(resources: Mapping[str, float]) -> dict[str, Any]:
+    """Ray actor options from {"CPU": n, "GPU": n, "<custom>": n} (CPU defaults to 1, GPU to 0)."""
     res = dict(resources)
-    opts: dict[str, Any] = {
-        "num_cpus": res.pop("CPU", 1),
-        "num_gpus": res.pop("GPU", 0),
-        "max_restarts": max_restarts,
-        "max_task_retries": max_restarts,
-    }
+    opts: dict[str, Any] = {"num_cpus": res.pop("CPU", 1), "num_gpus": res.pop("GPU", 0)}
     if res:
         opts["resources"] = res
     return opts
+
+
+def actor_options(resources: Mapping[str, float], max_restarts: int) -> dict:
+    """Options of a stage actor: its resources, and restarts after a crash that re-run the calls
+    it held (max_task_retries)."""
+    return {**ray_resources(resources), "max_restarts": max_restarts, "max_task_retries": max_restarts}
 
 
 class RayRunner:

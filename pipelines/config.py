@@ -12,7 +12,8 @@
       depth: 20                     # rerank the top `depth` candidates
       options: {window: 20, stride: 10, device: cpu}
     serve:                          # optional; used by `rankline serve`
-      num_replicas: 1               # reranker replicas
+      reranker_replicas: 1
+      reranker_resources: {CPU: 1}  # per replica: CPU, GPU, custom Ray resources
       max_k: 100
 
 A stage may instead name any callable that returns a Retriever / Reranker:
@@ -36,9 +37,10 @@ from rankline.pipelines.pipeline import Factory, Pipeline
 class ServeSettings:
     """Limits and scaling of the search endpoint."""
 
-    num_replicas: int = 1  # reranker replicas (the retriever runs as one replica per `retriever_replicas`)
     retriever_replicas: int = 1
-    replica_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
+    retriever_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
+    reranker_replicas: int = 1
+    reranker_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
     max_query_chars: int = 2000
     max_k: int = 100
     max_batch_size: int = 8  # requests batched into one reranker call
@@ -83,9 +85,9 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
     _only(where, "serve.", serve_data, {f.name for f in fields(ServeSettings)})
     defaults = ServeSettings()
     for key, value in serve_data.items():
-        if key == "replica_resources":
+        if key.endswith("_resources"):
             if not isinstance(value, dict) or not all(_is_number(v) and v >= 0 for v in value.values()):
-                raise ValueError(f"{where}: serve.replica_resources must map resource names to amounts, got {value!r}")
+                raise ValueError(f"{where}: serve.{key} must map resource names to amounts, got {value!r}")
             continue
         expected = type(getattr(defaults, key))
         if isinstance(value, bool) or not (isinstance(value, expected) or (expected is float and _is_number(value))) or not value > 0:

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from rankline.pipelines.actors import ray_resources
 from rankline.pipelines.config import PipelineConfig, ServeSettings
 from rankline.pipelines.pipeline import materialize, rerank_head
 from rankline.retrieval.types import Hit, Query
@@ -133,7 +134,7 @@ def build_app(config: PipelineConfig) -> "serve.Application":
             metrics.latency.labels("total").observe(time.perf_counter() - start)
         return response
 
-    @serve.deployment(name="SearchAPI")
+    @serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0})  # I/O only, like Serve's proxy
     @serve.ingress(app)
     class SearchAPI:
         def __init__(self, retriever: Any, reranker: Any):
@@ -183,18 +184,14 @@ def build_app(config: PipelineConfig) -> "serve.Application":
         async def metrics(self, request: Request) -> PlainTextResponse:
             return PlainTextResponse(_metrics(request).text(), media_type="text/plain; version=0.0.4")
 
-    retriever = RetrieverDeployment.options(num_replicas=settings.retriever_replicas).bind(
-        config.retriever, settings.max_batch_size, settings.batch_wait_timeout_s
-    )
+    retriever = RetrieverDeployment.options(
+        num_replicas=settings.retriever_replicas, ray_actor_options=ray_resources(settings.retriever_resources)
+    ).bind(config.retriever, settings.max_batch_size, settings.batch_wait_timeout_s)
     reranker = None
     if has_reranker:
-        resources = dict(settings.replica_resources)
-        actor_options = {"num_cpus": resources.pop("CPU", 1), "num_gpus": resources.pop("GPU", 0)}
-        if resources:
-            actor_options["resources"] = resources
-        reranker = RerankerDeployment.options(num_replicas=settings.num_replicas, ray_actor_options=actor_options).bind(
-            config.reranker, config.depth, settings.max_batch_size, settings.batch_wait_timeout_s
-        )
+        reranker = RerankerDeployment.options(
+            num_replicas=settings.reranker_replicas, ray_actor_options=ray_resources(settings.reranker_resources)
+        ).bind(config.reranker, config.depth, settings.max_batch_size, settings.batch_wait_timeout_s)
     return SearchAPI.bind(retriever, reranker)
 
 
@@ -202,7 +199,7 @@ async def _resolve(response: Any) -> Any:
     return await response
 
 
-@serve.deployment(name="Retriever", ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="Retriever")
 class RetrieverDeployment:
     """One retriever replica; concurrent searches are batched into one `search_batch` call."""
 

@@ -18,7 +18,7 @@ reranker:
   depth: 10
   options: {window: 4, stride: 2}
 serve:
-  num_replicas: 2
+  reranker_replicas: 2
   max_k: 20
   batch_wait_timeout_s: 1
 """
@@ -37,7 +37,7 @@ depth = 10
 options = {window = 4, stride = 2}
 
 [serve]
-num_replicas = 2
+reranker_replicas = 2
 max_k = 20
 batch_wait_timeout_s = 1
 """
@@ -53,7 +53,7 @@ def test_yaml_and_toml_agree(tmp_path):
     assert a.retriever.args == (str(tmp_path / "idx"),)  # relative to the file, not the cwd
     assert dict(a.retriever.kwargs) == {"method": "bm25", "k1": 0.9}
     assert a.reranker.fn is llm_reranker and a.reranker.args == ("first", "smollm2-135m-instruct")
-    assert a.serve == ServeSettings(num_replicas=2, max_k=20, batch_wait_timeout_s=1)
+    assert a.serve == ServeSettings(reranker_replicas=2, max_k=20, batch_wait_timeout_s=1)
     pipe = load_pipeline(tmp_path / "p.yaml")  # stages are built on first use, not here
     assert (pipe.retrieve_stage.k, pipe.rerank_stage.depth) == (50, 10)
 
