@@ -5,7 +5,8 @@ from the qrels once, then scores every run for the same measures per query; the 
 wall-clock times is reported, with the ratio rankline / peer (<= 1.0 means rankline is as fast or
 faster). Workloads: (a) all TREC DL 2021 participant runs in the shared data, (b) a synthetic run of
 --queries x --docs with float scores and 100 graded judgments per query. The per-query values of the
-three tools are checked to agree before anything is timed.
+three tools are checked to agree before anything is timed. A last row times reading the DL 2021
+run files into those dicts (rankline's reader also validates every line).
 
     .venv/bin/python benchmarks/eval_speed.py [--data ../shared/data] [--queries 10000] [--docs 1000]
 """
@@ -22,6 +23,7 @@ import numpy as np
 import pytrec_eval
 
 from rankline.evaluation.formats import read_qrels, read_run
+from rankline.evaluation.io import open_text
 from rankline.evaluation.metrics import Evaluator
 
 # ours -> pytrec_eval (trec_eval) names; ir_measures takes our names as they are
@@ -71,16 +73,6 @@ def max_difference(a: PerQuery, b: PerQuery) -> float:
     return worst
 
 
-def best_time(tool: Callable[[Qrels, Runs], PerQuery], qrels: Qrels, runs: Runs, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        tool(qrels, runs)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def synthetic(n_queries: int, n_docs: int, seed: int) -> tuple[Qrels, Runs]:
     """A run of n_queries x n_docs random scores; 100 judgments per query, half of them retrieved."""
     rng = np.random.default_rng(seed)
@@ -91,6 +83,48 @@ def synthetic(n_queries: int, n_docs: int, seed: int) -> tuple[Qrels, Runs]:
         judged = np.concatenate([docs[:50], rng.choice(10 * n_docs, 50)])
         qrels[f"q{q}"] = dict(zip((f"d{d}" for d in judged.tolist()), rng.integers(0, 4, len(judged)).tolist()))
     return qrels, [run]
+
+
+def read_with_rankline(paths: list[Path]) -> Runs:
+    return [read_run(p) for p in paths]
+
+
+def read_with_pytrec_eval(paths: list[Path]) -> Runs:
+    out = []
+    for path in paths:
+        with open_text(path) as fh:
+            out.append(pytrec_eval.parse_run(fh))
+    return out
+
+
+def read_with_ir_measures(paths: list[Path]) -> Runs:
+    out = []
+    for path in paths:
+        run: dict[str, dict[str, float]] = {}
+        for doc in ir_measures.read_trec_run(str(path)):
+            run.setdefault(doc.query_id, {})[doc.doc_id] = doc.score
+        out.append(run)
+    return out
+
+
+READERS: dict[str, Callable[[list[Path]], Runs]] = {
+    "rankline": read_with_rankline, "pytrec_eval": read_with_pytrec_eval, "ir_measures": read_with_ir_measures,
+}
+
+
+def _time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _row(name: str, t: Mapping[str, float], note: str) -> str:
+    return (f"{name:<26} {t['rankline']:>11.3f} {t['pytrec_eval']:>14.3f} {t['ir_measures']:>14.3f} "
+            f"{t['rankline'] / t['pytrec_eval']:>15.2f} {t['rankline'] / t['ir_measures']:>15.2f} {note:>11}")
 
 
 def main() -> None:
@@ -116,10 +150,14 @@ def main() -> None:
         outputs = {tool: fn(qrels, runs) for tool, fn in TOOLS.items()}  # warm-up and agreement check
         diff = max(max_difference(outputs["rankline"], outputs[peer]) for peer in ("pytrec_eval", "ir_measures"))
         del outputs
-        t = {tool: best_time(fn, qrels, runs, args.repeats) for tool, fn in TOOLS.items()}
-        print(f"{name:<26} {t['rankline']:>11.3f} {t['pytrec_eval']:>14.3f} {t['ir_measures']:>14.3f} "
-              f"{t['rankline'] / t['pytrec_eval']:>15.2f} {t['rankline'] / t['ir_measures']:>15.2f} {diff:>11.1e}")
-    print("\nratio = rankline time / peer time (<= 1.0: rankline as fast or faster)")
+        t = {tool: _time(lambda fn=fn: fn(qrels, runs), args.repeats) for tool, fn in TOOLS.items()}
+        print(_row(name, t, f"{diff:.1e}"))
+    parsed = {tool: fn(run_paths) for tool, fn in READERS.items()}
+    assert all(p == parsed["rankline"] for p in parsed.values()), "readers disagree"
+    t = {tool: _time(lambda fn=fn: fn(run_paths), args.repeats) for tool, fn in READERS.items()}
+    print(_row("read DL 2021 run files", t, "(parsing)"))
+    print("\nratio = rankline time / peer time (<= 1.0: rankline as fast or faster); the last row times\n"
+          "reading the run files (rankline also validates every line), the others scoring in memory")
 
 
 if __name__ == "__main__":

@@ -117,26 +117,36 @@ def read_run(path: PathLike) -> Run:
     integer rank and a finite score; a docid twice for the same query is an error.
     """
     run: Run = {}
-    for line_no, line in _lines(path):
-        fields = line.split()
-        if len(fields) != 6:
-            raise FormatError(path, line_no, f"expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}")
-        qid, _, docid, rank, score, _ = fields
-        try:
-            int(rank)
-        except ValueError:
-            raise FormatError(path, line_no, f"expected an integer rank in field 4, got {rank!r}") from None
-        try:
-            value = float(score)
-        except ValueError:
-            raise FormatError(path, line_no, f"expected a numeric score in field 5, got {score!r}") from None
-        if not math.isfinite(value):
-            raise FormatError(path, line_no, f"expected a finite score in field 5, got {score!r}")
-        docs = run.setdefault(qid, {})
-        if docid in docs:
-            raise FormatError(path, line_no, f"document {docid!r} appears twice for query {qid!r}")
-        docs[docid] = value
+    qid, docs = None, {}
+    with open_text(path) as fh:
+        for line_no, line in enumerate(fh, 1):
+            try:  # the fast path; any problem is diagnosed by _run_line_error
+                q, _, docid, rank, score, _ = line.split()
+                value = float(score)
+                int(rank)
+            except ValueError:
+                if not line.strip():
+                    continue
+                raise _run_line_error(path, line_no, line) from None
+            if value - value != 0.0:  # NaN or infinite
+                raise FormatError(path, line_no, f"expected a finite score in field 5, got {score!r}")
+            if q != qid:
+                qid, docs = q, run.setdefault(q, {})
+            if docid in docs:
+                raise FormatError(path, line_no, f"document {docid!r} appears twice for query {qid!r}")
+            docs[docid] = value
     return run
+
+
+def _run_line_error(path: PathLike, line_no: int, line: str) -> FormatError:
+    fields = line.split()
+    if len(fields) != 6:
+        return FormatError(path, line_no, f"expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}")
+    try:
+        float(fields[4])
+    except ValueError:
+        return FormatError(path, line_no, f"expected a numeric score in field 5, got {fields[4]!r}")
+    return FormatError(path, line_no, f"expected an integer rank in field 4, got {fields[3]!r}")
 
 
 def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
