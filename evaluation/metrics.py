@@ -44,6 +44,9 @@ __all__ = [
     "rank_run",
 ]
 
+# {qid: {docid: grade}}; grades are usually integers (qrels) but may be fractional (LLM expectations)
+Judgments = Mapping[str, Mapping[str, float]]
+
 # grade given to retrieved documents that have no judgment (trec_eval's RELVALUE_NONPOOL)
 UNJUDGED = -np.inf
 
@@ -137,8 +140,10 @@ def _trec_order(docids: Sequence[str], scores: np.ndarray) -> np.ndarray:
     """
     order = np.argsort(-scores)
     ordered = scores[order]
-    if len(ordered) > 1 and np.any(ordered[1:] == ordered[:-1]):  # ties: docid decides
-        order = np.array(sorted(range(len(docids)), key=lambda i: (scores[i], docids[i]), reverse=True))
+    if len(ordered) > 1 and np.any(ordered[1:] == ordered[:-1]):  # ties: the larger docid first
+        docid_rank = np.empty(len(docids), np.int64)
+        docid_rank[np.argsort(np.array(docids))] = np.arange(len(docids))  # code point order, as str
+        order = np.lexsort((-docid_rank, -scores))
     return order
 
 
@@ -184,7 +189,7 @@ class Ranking:
         return np.bincount(self.query, weights=values, minlength=len(self.offsets) - 1)
 
 
-def rank_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
+def rank_run(qrels: Judgments, run: Mapping[str, Mapping[str, float]],
              qids: Sequence[str]) -> Ranking:
     """Join `run` with `qrels` for `qids` (each must be in both) and sort each query in trec_eval order."""
     sizes = np.fromiter((len(run[q]) for q in qids), np.int64, len(qids))
@@ -201,7 +206,7 @@ def rank_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[s
     return Ranking.from_lists(sizes, grades)
 
 
-def _ideal_ranking(qrels: Mapping[str, Mapping[str, int]], qids: Sequence[str]) -> Ranking:
+def _ideal_ranking(qrels: Judgments, qids: Sequence[str]) -> Ranking:
     """Every judged document of each query, best grade first: the ideal ranking of nDCG."""
     best_first = [np.sort(np.fromiter(qrels[q].values(), np.float64, len(qrels[q])))[::-1] for q in qids]
     sizes = np.fromiter(map(len, best_first), np.int64, len(qids))
@@ -221,7 +226,7 @@ class Evaluator:
     {'q1': 0.5}
     """
 
-    def __init__(self, qrels: Mapping[str, Mapping[str, int]], measures: Iterable[str | Measure],
+    def __init__(self, qrels: Judgments, measures: Iterable[str | Measure],
                  *, complete: bool = False):
         self.measures = [parse_measure(m) for m in measures]
         if not self.measures:
@@ -287,7 +292,7 @@ class Evaluator:
         return _safe_divide(top.per_query_sum(hit * hits_so_far / (top.rank + 1.0)), num_rel)
 
 
-def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
+def evaluate(qrels: Judgments, run: Mapping[str, Mapping[str, float]],
              measures: Iterable[str | Measure], *, complete: bool = False) -> dict[str, dict[str, float]]:
     """Per-query values ``{measure name: {qid: value}}`` of one run; see :class:`Evaluator`."""
     return Evaluator(qrels, measures, complete=complete).evaluate(run)
