@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context-size", type=int, help="FIRST: prompt token budget (default 4096)")
     parser.add_argument("--device", help="torch device inside each worker (default: cuda when available)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="model dtype")
+    parser.add_argument("--limit", type=int, help="rerank only the first LIMIT queries of the run")
     parser.add_argument("--workers", type=int, default=1, help="reranker actors (each loads the model; default 1)")
     parser.add_argument("--queries-per-task", type=int,
                         help="queries per actor call, reranked together (default: --batch-size, else 8)")
@@ -53,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from rankline.pipelines.config import llm_reranker
     from rankline.pipelines.pipeline import Factory
 
-    for flag in ("workers", "queries_per_task", "batch_size", "depth", "window", "stride"):
+    for flag in ("workers", "queries_per_task", "batch_size", "depth", "window", "stride", "limit"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.cpus_per_worker < 0 or args.gpus_per_worker < 0:
         raise ValueError("--cpus-per-worker and --gpus-per-worker must be >= 0")
     options: dict[str, Any] = {k: getattr(args, k) for k in RERANKER_OPTIONS if getattr(args, k) is not None}
-    lists = read_candidates(args.run, topics=args.topics, corpus=args.corpus)
+    lists = read_candidates(args.run, topics=args.topics, corpus=args.corpus)[: args.limit]
     reranker = Factory(llm_reranker, (args.reranker, args.model), {"device": args.device, "dtype": args.dtype, **options})
     settings = BatchSettings(
         workers=args.workers,

@@ -1,0 +1,218 @@
+"""Load test of `rankline serve` on loopback: SciFact dense (MiniLM) retrieval, with and without
+FIRST reranking (SmolLM2, a tiny top-k), against the same pipeline called in-process.
+
+    python benchmarks/serve_load.py --index DIR [--clients 1 4 16] [--duration 30] [--depth 5]
+
+DIR is a dense index of ../shared/data/beir/scifact built by
+`rankline index ../shared/data/beir/scifact --out DIR --dense`. In one run it
+1. times the retrieval-only pipeline in-process: `search` one query at a time (the peer of one
+   HTTP client) and `run` on 16 queries at once (the peer of 16 clients batched by Serve);
+2. starts the Serve app on 127.0.0.1 and, for each mode (retrieval only, retrieval + rerank) and
+   each client count, runs a closed loop for `--duration` seconds: every client sends SciFact test
+   queries back to back; every `--malformed-every`-th request is malformed (broken JSON, missing or
+   empty query, k out of range, wrong types, unknown field, too long);
+3. prints throughput of valid requests, p50/p95/p99 latency, responses by status, whether every
+   malformed request got a 4xx, and the HTTP/in-process throughput ratios.
+Goals: zero 5xx, every malformed request a 4xx, retrieval-only throughput within 2x of in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCIFACT = Path(os.environ.get("RANKLINE_SHARED", ROOT.parent / "shared")) / "data" / "beir" / "scifact"
+
+MALFORMED: list[tuple[str, bytes]] = [
+    ("broken JSON", b'{"query": "cancer", "k": '),
+    ("missing query", b'{"k": 5}'),
+    ("empty query", b'{"query": "  "}'),
+    ("k = 0", b'{"query": "cancer", "k": 0}'),
+    ("k too large", b'{"query": "cancer", "k": 100000}'),
+    ("k a string", b'{"query": "cancer", "k": "5"}'),
+    ("query a number", b'{"query": 42}'),
+    ("unknown field", b'{"query": "cancer", "top_k": 5}'),
+    ("too long", b'{"query": "' + b"a" * 5000 + b'"}'),
+    ("not an object", b'["cancer"]'),
+]
+
+
+@dataclass
+class LoadResult:
+    mode: str
+    clients: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)  # valid requests answered 200
+    statuses: Counter = field(default_factory=Counter)
+    malformed_sent: int = 0
+    malformed_4xx: int = 0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, int(round(q / 100 * (len(data) - 1))))]
+
+    @property
+    def qps(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+
+async def _client(http, texts: list[str], offset: int, end: float, rerank: bool, k: int,
+                  malformed_every: int, result: LoadResult) -> None:
+    i = 0
+    while time.perf_counter() < end:
+        i += 1
+        bad = malformed_every > 0 and i % malformed_every == 0
+        if bad:
+            body = MALFORMED[(offset + i // malformed_every) % len(MALFORMED)][1]
+        else:
+            text = texts[(offset * 7919 + i) % len(texts)]
+            body = json.dumps({"query": text, "k": k, "rerank": rerank}).encode()
+        start = time.perf_counter()
+        try:
+            r = await http.post("/search", content=body, headers={"content-type": "application/json"})
+            status = str(r.status_code)
+        except Exception as exc:  # a transport failure is reported, not hidden
+            status = f"error:{type(exc).__name__}"
+        elapsed = (time.perf_counter() - start) * 1000
+        result.statuses[status] += 1
+        if bad:
+            result.malformed_sent += 1
+            result.malformed_4xx += status.startswith("4")
+        elif status == "200":
+            result.latencies_ms.append(elapsed)
+
+
+async def run_load(url: str, texts: list[str], clients: int, duration: float, rerank: bool, k: int,
+                   malformed_every: int) -> LoadResult:
+    import httpx
+
+    result = LoadResult("retrieve+rerank" if rerank else "retrieve", clients, duration)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+        start = time.perf_counter()
+        end = start + duration
+        await asyncio.gather(*(_client(http, texts, c, end, rerank, k, malformed_every, result) for c in range(clients)))
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def in_process(pipe, texts: list[str], k: int, duration: float, batch: int) -> tuple[float, float]:
+    """(queries/s calling `search` one query at a time, queries/s calling `run` on `batch` queries)."""
+    def one(n: int) -> int:
+        pipe.search(texts[n % len(texts)], k)
+        return 1
+
+    def many(n: int) -> int:
+        pipe.run({str(i): texts[(n + i) % len(texts)] for i in range(batch)})
+        return batch
+
+    def throughput(step) -> float:
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < duration:
+            n += step(n)
+        return n / (time.perf_counter() - start)
+
+    return throughput(one), throughput(many)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", type=Path, required=True, help="dense SciFact index folder (rankline index --dense)")
+    parser.add_argument("--data", type=Path, default=SCIFACT, help="BEIR SciFact folder (queries.jsonl, qrels/test.tsv)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per (mode, clients) level")
+    parser.add_argument("--inproc-duration", type=float, default=15.0, help="seconds per in-process measurement")
+    parser.add_argument("--k", type=int, default=10, help="hits per request")
+    parser.add_argument("--depth", type=int, default=5, help="candidates reranked per request (tiny top-k)")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="reranker LLM (default: embedded SmolLM2)")
+    parser.add_argument("--malformed-every", type=int, default=10, help="every N-th request is malformed (0: none)")
+    parser.add_argument("--no-rerank", action="store_true", help="skip the reranking mode")
+    args = parser.parse_args()
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from ray import serve
+
+    from rankline.evaluation.formats import read_qrels, read_topics
+    from rankline.pipelines.actors import ensure_ray
+    from rankline.pipelines.config import PipelineConfig, ServeSettings, llm_reranker
+    from rankline.pipelines.pipeline import Factory, Pipeline
+    from rankline.pipelines.serve_app import build_app
+    from rankline.retrieval import open_retriever
+
+    topics = read_topics(args.data / "queries.jsonl")
+    texts = [topics[qid] for qid in read_qrels(args.data / "qrels" / "test.tsv")]
+    retriever = Factory(open_retriever, (str(args.index),), {"method": "dense"})
+
+    print(f"in-process retrieval-only pipeline, {len(texts)} SciFact test queries, k={args.k} ...", file=sys.stderr)
+    pipe = Pipeline.builder().retrieve(retriever, k=args.k).build()
+    pipe.search(texts[0], args.k)  # load the encoder and the index before timing
+    batch = max(args.clients)
+    single_qps, batched_qps = in_process(pipe, texts, args.k, args.inproc_duration, batch)
+    pipe.close()
+
+    reranker = None
+    if not args.no_rerank:
+        reranker = Factory(llm_reranker, ("first", args.model), {"device": "cpu", "window": args.depth})
+    config = PipelineConfig(retriever, args.k, reranker, args.depth,
+                            ServeSettings(max_k=100, max_query_chars=2000, max_batch_size=batch))
+    ensure_ray()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    results: list[LoadResult] = []
+    try:
+        print(f"starting the Serve app on {url} ...", file=sys.stderr)
+        serve.run(build_app(config), name="rankline-bench", route_prefix="/")
+        for rerank in ([False] if args.no_rerank else [False, True]):
+            asyncio.run(run_load(url, texts, 1, 3.0, rerank, args.k, 0))  # warm-up, not reported
+            for clients in args.clients:
+                print(f"load: rerank={rerank} clients={clients} for {args.duration:.0f}s ...", file=sys.stderr)
+                results.append(asyncio.run(run_load(url, texts, clients, args.duration, rerank, args.k,
+                                                    args.malformed_every)))
+    finally:
+        serve.shutdown()
+
+    print(f"\nrankline serve on 127.0.0.1, SciFact dense MiniLM (k={args.k})"
+          + ("" if args.no_rerank else f", FIRST {args.model} on the top {args.depth}")
+          + f"; {args.duration:.0f} s per level, every {args.malformed_every}th request malformed\n")
+    header = f"{'mode':<16}{'clients':>8}{'ok/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  {'malformed 4xx':>14}  statuses"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        statuses = " ".join(f"{s}:{n}" for s, n in sorted(r.statuses.items()))
+        print(f"{r.mode:<16}{r.clients:>8}{r.qps:>9.2f}{r.percentile(50):>9.1f}{r.percentile(95):>9.1f}"
+              f"{r.percentile(99):>9.1f}  {f'{r.malformed_4xx}/{r.malformed_sent}':>14}  {statuses}")
+    print(f"\nin-process retrieval: search() one at a time {single_qps:.2f} q/s; run() on {batch} at once {batched_qps:.2f} q/s")
+    retrieval = {r.clients: r for r in results if r.mode == "retrieve"}
+    ratios = []
+    if 1 in retrieval:
+        ratios.append(("1 client vs in-process search()", single_qps / retrieval[1].qps))
+    if batch in retrieval:
+        ratios.append((f"{batch} clients vs in-process run() on {batch}", batched_qps / retrieval[batch].qps))
+    for name, ratio in ratios:
+        print(f"in-process / HTTP retrieval throughput, {name}: {ratio:.2f}x (goal <= 2x)")
+    five_xx = sum(n for r in results for s, n in r.statuses.items() if s.startswith("5") or s.startswith("error"))
+    malformed_ok = all(r.malformed_4xx == r.malformed_sent for r in results)
+    print(f"5xx or transport errors: {five_xx} (goal 0); every malformed request answered 4xx: {malformed_ok}")
+    return 0 if five_xx == 0 and malformed_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
