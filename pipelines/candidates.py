@@ -1,0 +1,142 @@
+"""Reading first-stage candidate lists for reranking, from any of three formats:
+
+- requests jsonl (the FIRST parity fixtures' format), one query a line:
+  ``{"qid", "query", "candidates": [{"docid", "score", "title"?, "text"}]}``, candidates in first-stage order;
+- rank_llm's retrieve-results JSON (optionally .gz): ``[{"query", "hits": [{"qid", "docid", "rank",
+  "score", "content"}]}]``;
+- a TREC run together with a topics file and a corpus file (any format of rankline.evaluation.formats);
+  hits are taken in trec_eval order.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from rankline.evaluation.formats import iter_corpus, ranked, read_run, read_topics
+from rankline.evaluation.io import FormatError, open_text
+from rankline.retrieval.types import Hit, Query
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A query and its first-stage hits, best first."""
+
+    query: Query
+    hits: tuple[Hit, ...]
+
+
+def _field(path: PathLike, where: int | None, obj: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise FormatError(path, where, f"{what}: expected a {key!r} field")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise FormatError(path, where, f"{what}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _read_requests(path: PathLike) -> list[Candidates]:
+    out = []
+    with open_text(path) as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FormatError(path, line_no, f"expected a JSON object ({exc.msg})") from None
+            what = "request"
+            qid = str(_field(path, line_no, obj, "qid", (str, int), what))
+            query = _field(path, line_no, obj, "query", str, what)
+            hits = []
+            for j, cand in enumerate(_field(path, line_no, obj, "candidates", list, what)):
+                what = f"candidate {j}"
+                hits.append(Hit(
+                    str(_field(path, line_no, cand, "docid", (str, int), what)),
+                    float(_field(path, line_no, cand, "score", (int, float), what)),
+                    _field(path, line_no, cand, "text", str, what),
+                    cand.get("title") or "",
+                ))
+            out.append(Candidates(Query(qid, query), tuple(hits)))
+    return out
+
+
+def _read_rank_llm(path: PathLike) -> list[Candidates]:
+    with open_text(path) as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise FormatError(path, exc.lineno, f"expected rank_llm retrieve results JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise FormatError(path, None, "expected a JSON list of {'query', 'hits'} objects")
+    out = []
+    for i, obj in enumerate(data):
+        what = f"entry {i}"
+        query = _field(path, None, obj, "query", str, what)
+        raw_hits = _field(path, None, obj, "hits", list, what)
+        if not raw_hits:
+            raise FormatError(path, None, f"{what}: no hits, so no qid")
+        hits = []
+        for j, h in enumerate(raw_hits):
+            what = f"entry {i} hit {j}"
+            hits.append(Hit(
+                str(_field(path, None, h, "docid", (str, int), what)),
+                float(_field(path, None, h, "score", (int, float), what)),
+                _field(path, None, h, "content", str, what),
+            ))
+        qid = str(_field(path, None, raw_hits[0], "qid", (str, int), f"entry {i} hit 0"))
+        out.append(Candidates(Query(qid, query), tuple(hits)))
+    return out
+
+
+def _read_trec(path: PathLike, topics_path: PathLike, corpus_path: PathLike) -> list[Candidates]:
+    run = read_run(path)
+    topics = read_topics(topics_path)
+    missing = [qid for qid in run if qid not in topics]
+    if missing:
+        raise ValueError(f"{topics_path}: no text for {len(missing)} queries of {path} (e.g. {missing[0]!r})")
+    wanted = {docid for docs in run.values() for docid in docs}
+    docs = {r.docid: r for r in iter_corpus(corpus_path) if r.docid in wanted}
+    absent = wanted - docs.keys()
+    if absent:
+        raise ValueError(f"{corpus_path}: {len(absent)} documents of {path} not found (e.g. {min(absent)!r})")
+    return [
+        Candidates(
+            Query(qid, topics[qid]),
+            tuple(Hit(d, s, docs[d].text, docs[d].title) for d, s in ranked(ranking)),
+        )
+        for qid, ranking in run.items()
+    ]
+
+
+def _first_char(path: PathLike) -> str:
+    with open_text(path) as fh:
+        while True:
+            chunk = fh.read(4096)
+            if not chunk:
+                return ""
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[0]
+
+
+def read_candidates(
+    path: PathLike, *, topics: PathLike | None = None, corpus: PathLike | None = None
+) -> list[Candidates]:
+    """Candidate lists from a requests jsonl, a rank_llm JSON, or a TREC run with `topics` and `corpus`."""
+    if (topics is None) != (corpus is None):
+        raise ValueError("a TREC run needs both --topics and --corpus")
+    if topics is not None and corpus is not None:
+        return _read_trec(path, topics, corpus)
+    first = _first_char(path)
+    if first == "[":
+        return _read_rank_llm(path)
+    if first == "{":
+        return _read_requests(path)
+    raise FormatError(
+        path, 1, "expected a requests jsonl ('{...}' lines) or rank_llm JSON ('[...]'); "
+        "for a TREC run pass --topics and --corpus"
+    )
