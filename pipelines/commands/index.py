@@ -1,0 +1,46 @@
+"""`rankline index`: build an index folder (dense FAISS and/or BM25) from a corpus, add to it, resume it.
+
+    rankline index CORPUS [CORPUS ...] --out DIR [--dense] [--bm25] [--encoder NAME]
+                   [--index-type flat|hnsw|ivfpq|FACTORY] [--add]
+
+CORPUS is a BEIR folder (corpus.jsonl), a pyserini {"id","contents"} jsonl(.gz) or a TSV file. Both
+kinds are built unless --dense or --bm25 picks one. Run the same command again after an interruption
+to resume; on an index that is already up to date it does nothing.
+"""
+from __future__ import annotations
+
+import argparse
+
+HELP = "build, extend or resume an index folder (FAISS dense and/or Lucene BM25) from a corpus"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("corpora", nargs="+", metavar="CORPUS", help="BEIR folder, BEIR/pyserini jsonl(.gz) or TSV corpus")
+    parser.add_argument("--out", required=True, metavar="DIR", help="index folder to create or update")
+    parser.add_argument("--dense", action="store_true", help="build the dense index (default: both kinds)")
+    parser.add_argument("--bm25", action="store_true", help="build the BM25 index (default: both kinds)")
+    parser.add_argument("--add", action="store_true", help="add these corpora's documents to the existing index in --out")
+    parser.add_argument("--encoder", help="sentence-transformers model name or folder (default: all-MiniLM-L6-v2, or the index's)")
+    parser.add_argument("--index-type", help="flat (exact, default), hnsw, ivfpq, or any FAISS factory string")
+    parser.add_argument("--no-normalize", dest="normalize", action="store_false",
+                        help="keep raw embeddings (inner product) instead of unit vectors (cosine)")
+    parser.add_argument("--batch-size", type=int, default=64, help="documents per encoder batch (default 64)")
+    parser.add_argument("--shard-size", type=int, default=8192, help="documents per resumable dense shard (default 8192)")
+    parser.add_argument("--device", help="torch device for the encoder (default: sentence-transformers' choice)")
+    parser.add_argument("--threads", type=int, default=1, help="Lucene indexing threads (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rankline.retrieval.build import BuildOptions, build_index
+
+    both = not args.dense and not args.bm25
+    options = BuildOptions(dense=args.dense or both, bm25=args.bm25 or both, encoder=args.encoder, index_type=args.index_type,
+                           normalize=args.normalize, batch_size=args.batch_size, shard_size=args.shard_size,
+                           device=args.device, threads=args.threads)
+    report = build_index(args.corpora, args.out, options, add=args.add)
+    if not report.built:
+        print(f"{report.folder}: up to date ({report.count} documents)")
+    else:
+        resumed = " (resumed)" if report.resumed else ""
+        print(f"{report.folder}: {report.count} documents, {report.added} added; built {' and '.join(report.built)}{resumed}")
+    return 0

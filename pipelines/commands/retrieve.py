@@ -1,0 +1,81 @@
+"""`rankline retrieve`: run a query set against an index folder and write a TREC run.
+
+    rankline retrieve DIR --topics FILE|BEIR_DIR [--split test] --method dense|bm25|hybrid --k 1000 --out RUN.trec
+
+Topics are ``qid<TAB>text`` TSV, BEIR queries.jsonl, or a BEIR folder (its queries judged in
+qrels/<split>.tsv). --remove-query drops a hit whose doc id equals the query id, as pyserini's BEIR
+runs (--remove-query) and BEIR's evaluation (ignore_identical_ids) do for corpora such as Quora.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = "retrieve the top-k documents of every query of a topics file into a TREC run"
+
+
+def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `retrieve` and `search`."""
+    parser.add_argument("index", metavar="DIR", help="index folder built by `rankline index`")
+    parser.add_argument("--method", default="dense", help="dense (default), bm25 or hybrid")
+    parser.add_argument("--k", type=int, default=10, help="hits per query")
+    parser.add_argument("--encoder", help="query encoder (must have the index's weights; default: the index's)")
+    parser.add_argument("--device", help="torch device for the query encoder")
+    parser.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, pyserini BEIR flat)")
+    parser.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, pyserini BEIR flat)")
+    parser.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf (default) or interpolate")
+    parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="interpolation weight of BM25; dense gets 1 - alpha (default 0.5)")
+    parser.add_argument("--depth", type=int, default=1000, help="hits taken from each part before hybrid fusion (default 1000)")
+    parser.add_argument("--nprobe", type=int, default=32, help="IVF lists probed (ivfpq indexes)")
+    parser.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth (hnsw indexes)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the checksum check of the index files")
+
+
+def retriever_options(args: argparse.Namespace) -> dict[str, Any]:
+    """open_retriever's keyword options for args.method."""
+    if args.k <= 0:
+        raise ValueError(f"--k must be a positive integer, got {args.k}")
+    dense = {"encoder": args.encoder, "device": args.device, "nprobe": args.nprobe, "ef_search": args.ef_search}
+    bm25 = {"k1": args.k1, "b": args.b}
+    hybrid = {"fusion": args.fusion, "rrf_k": args.rrf_k, "alpha": args.alpha, "depth": args.depth}
+    chosen = {"dense": dense, "bm25": bm25, "hybrid": {**dense, **bm25, **hybrid}}.get(args.method, {})
+    return {"method": args.method, "verify": args.verify, **chosen}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_retriever_arguments(parser)
+    parser.set_defaults(k=1000)
+    parser.add_argument("--topics", required=True, help="topics TSV, BEIR queries.jsonl, or a BEIR folder")
+    parser.add_argument("--split", help="with a BEIR folder: the qrels split whose queries to run (default test)")
+    parser.add_argument("--out", required=True, metavar="RUN", help="TREC run file to write (.gz is fine)")
+    parser.add_argument("--tag", default=None, help="run tag (default rankline-METHOD)")
+    parser.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
+    parser.add_argument("--batch-size", type=int, default=256, help="queries per search batch (default 256)")
+    parser.add_argument("--threads", type=int, default=1, help="BM25 search threads (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from rankline.evaluation.formats import write_run
+    from rankline.retrieval.corpus import load_queries
+    from rankline.retrieval.retrievers import open_retriever
+
+    options = retriever_options(args)
+    if args.method in ("bm25", "hybrid"):
+        options["threads"] = args.threads
+    queries = load_queries(args.topics, args.split)
+    retriever = open_retriever(args.index, with_text=False, **options)
+    depth = args.k + 1 if args.remove_query else args.k
+    run_: dict[str, dict[str, float]] = {}
+    with tqdm(total=len(queries), desc=f"retrieve {args.method}", unit="query") as bar:
+        for lo in range(0, len(queries), args.batch_size):
+            batch = queries[lo : lo + args.batch_size]
+            for query, hits in zip(batch, retriever.search_batch(batch, depth)):
+                kept = [h for h in hits if not (args.remove_query and h.docid == query.qid)][: args.k]
+                run_[query.qid] = {h.docid: h.score for h in kept}
+            bar.update(len(batch))
+    write_run(args.out, run_, tag=args.tag or f"rankline-{args.method}")
+    print(f"{args.out}: {len(run_)} queries, top {args.k} by {args.method}")
+    return 0
