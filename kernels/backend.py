@@ -1,4 +1,4 @@
-"""Backend choice shared by the operators' dispatchers."""
+"""Backend choice and accumulation dtype, shared by the operators."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -21,3 +21,10 @@ def resolve_backend(backend: str, tensor: "torch.Tensor") -> str:
         if importlib.util.find_spec("triton") is not None:
             return "triton"
     return "torch"
+
+
+def accumulation_dtype(dtype: "torch.dtype") -> "torch.dtype":
+    """fp64 stays fp64 (for oracle checks); everything else accumulates in fp32."""
+    import torch
+
+    return torch.float64 if dtype == torch.float64 else torch.float32

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from .backend import resolve_backend
+from .backend import accumulation_dtype, resolve_backend
 from .block_layout import BlockLayout
 
 if TYPE_CHECKING:
@@ -43,12 +43,6 @@ def _check_shapes(q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor | None"
     layout.check_length(T)
 
 
-def _accumulation_dtype(dtype: "torch.dtype") -> "torch.dtype":
-    import torch
-
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def block_attention_naive(
     q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", layout: BlockLayout, scale: float
 ) -> "torch.Tensor":
@@ -57,7 +51,7 @@ def block_attention_naive(
 
     B, Hq, T, D = q.shape
     rep = Hq // k.shape[1]
-    acc = _accumulation_dtype(q.dtype)
+    acc = accumulation_dtype(q.dtype)
     kk, vv = k.repeat_interleave(rep, 1).to(acc), v.repeat_interleave(rep, 1).to(acc)
     logits = (q.to(acc) @ kk.transpose(-1, -2)) * scale
     mask = layout.dense_mask(T, q.device)[:, None]

@@ -14,24 +14,25 @@ Half-precision inputs are computed in fp32; the final state is returned in fp32 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from .backend import resolve_backend
+from .backend import accumulation_dtype, resolve_backend
 
 if TYPE_CHECKING:
     import torch
 
-
-def _accumulation_dtype(dtype: "torch.dtype") -> "torch.dtype":
-    import torch
-
-    return torch.float64 if dtype == torch.float64 else torch.float32
+# A forward linear attention (q, k, v, log_decay, initial_state, chunk_size) -> (o, final_state), no scale.
+LinearAttentionForward = Callable[
+    ["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor", Optional["torch.Tensor"], int],
+    "tuple[torch.Tensor, torch.Tensor]",
+]
 
 
 def _log_decay_tensor(log_decay: "torch.Tensor | Sequence[float]", heads: int, like: "torch.Tensor") -> "torch.Tensor":
     import torch
 
-    g = torch.as_tensor(log_decay, device=like.device).detach().to(_accumulation_dtype(like.dtype)).flatten()
+    g = torch.as_tensor(log_decay, device=like.device).detach().to(accumulation_dtype(like.dtype)).flatten()
     if g.numel() != heads:
         raise ValueError(f"lightning_attention: log_decay needs one value per head ({heads}), got {g.numel()}")
     if not bool(torch.isfinite(g).all()) or bool((g > 0).any()):
@@ -68,7 +69,7 @@ def lightning_attention_naive(
     """Reference: the full [T, T] decay matrix. Returns o (input dtype) and the final state (accumulation dtype)."""
     import torch
 
-    dtype, acc = q.dtype, _accumulation_dtype(q.dtype)
+    dtype, acc = q.dtype, accumulation_dtype(q.dtype)
     q, k, v = q.to(acc), k.to(acc), v.to(acc)
     T = q.shape[2]
     g = log_decay.to(acc)[:, None, None]  # [H, 1, 1]
@@ -131,7 +132,7 @@ def chunked_linear_attention(
 
 
 def lightning_attention_backward(
-    forward: "object",
+    forward: LinearAttentionForward,
     q: "torch.Tensor",
     k: "torch.Tensor",
     v: "torch.Tensor",
@@ -153,10 +154,10 @@ def lightning_attention_backward(
     g = log_decay.to(q.dtype)
     s0_t = None if initial_state is None else initial_state.transpose(-1, -2)
     dq, _ = forward(grad_o, v, k, g, s0_t, chunk_size)
-    flip = lambda x: x.flip(2)  # noqa: E731
-    dk, _ = forward(flip(v), flip(grad_o), flip(q), g, None, chunk_size)
-    dv, reverse_state = forward(flip(k), flip(q), flip(grad_o), g, None, chunk_size)
-    dk, dv = flip(dk), flip(dv)
+    q_r, k_r, v_r, grad_o_r = (x.flip(2) for x in (q, k, v, grad_o))  # time reversed
+    dk, _ = forward(v_r, grad_o_r, q_r, g, None, chunk_size)
+    dv, reverse_state = forward(k_r, q_r, grad_o_r, g, None, chunk_size)
+    dk, dv = dk.flip(2), dv.flip(2)
     d_initial = None if initial_state is None else torch.exp(g)[:, None, None] * reverse_state
     if grad_state is not None:
         t = torch.arange(T, device=q.device, dtype=q.dtype)
@@ -168,7 +169,7 @@ def lightning_attention_backward(
     return dq, dk, dv, d_initial
 
 
-def _autograd_function(forward: "object") -> type:
+def _autograd_function(forward: LinearAttentionForward) -> type:
     """A torch.autograd.Function running ``forward`` (a chunked linear attention) and its three-pass backward."""
     import torch
 
@@ -176,7 +177,7 @@ def _autograd_function(forward: "object") -> type:
         @staticmethod
         def forward(ctx, q, k, v, log_decay, scale, initial_state, chunk_size):  # type: ignore[override]
             ctx.set_materialize_grads(False)
-            acc = _accumulation_dtype(q.dtype)
+            acc = accumulation_dtype(q.dtype)
             qs = q.to(acc) * scale
             k_, v_ = k.to(acc), v.to(acc)
             s0 = None if initial_state is None else initial_state.to(acc)
@@ -202,18 +203,14 @@ def _autograd_function(forward: "object") -> type:
     return LightningFunction
 
 
-_FUNCTIONS: dict[str, type] = {}
-
-
+@lru_cache(maxsize=None)
 def _function(backend: str) -> type:
-    if backend not in _FUNCTIONS:
-        if backend == "torch":
-            _FUNCTIONS[backend] = _autograd_function(chunked_linear_attention)
-        else:
-            from .triton_lightning import triton_linear_attention
+    """The autograd Function of the ``torch`` or ``triton`` path (built once: torch and triton load lazily)."""
+    if backend == "torch":
+        return _autograd_function(chunked_linear_attention)
+    from .triton_lightning import triton_linear_attention
 
-            _FUNCTIONS[backend] = _autograd_function(triton_linear_attention)
-    return _FUNCTIONS[backend]
+    return _autograd_function(triton_linear_attention)
 
 
 def lightning_attention(
