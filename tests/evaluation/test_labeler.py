@@ -71,3 +71,18 @@ def test_prompt_validation():
     with pytest.raises(ValueError, match="placeholder"):
         LabelPrompt(template="no fields")
     assert LabelPrompt().key != LabelPrompt(max_passage_tokens=64).key
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_labels_real_pairs(tmp_path, monkeypatch):
+    """The default model: every grade is one token after the answer prefix; distributions are proper."""
+    from rankline.rerankers.models import load_causal_lm
+
+    lm = load_causal_lm()
+    labeler = RelevanceLabeler(lm.model, lm.tokenizer, model_name=lm.name, batch_size=2)
+    assert [lm.tokenizer.decode([i]).strip() for i in labeler._grade_ids] == ["0", "1", "2", "3"]
+    dists = labeler.label(PAIRS[:2])
+    for pair in PAIRS[:2]:
+        p = dists[pair.qid][pair.docid]
+        assert p.sum() == pytest.approx(1.0) and np.all(p > 0)
+        np.testing.assert_allclose(p, _oracle(labeler, pair), atol=1e-4)
