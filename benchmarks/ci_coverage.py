@@ -3,12 +3,13 @@
 For every run and LLM label set, and n labelled queries drawn at random (500 splits per n), each
 method gets the human labels of the n labelled queries and the LLM labels of all queries; its interval
 is checked against the true value, the metric with the human (NIST) labels over the method's
-estimand (all queries for human/bootstrap/ppi-all/llm-only, the unlabelled ones for ppi/ppi++/crc).
+estimand (all queries for human/bootstrap/ppi-all/crc/llm-only, the unlabelled ones for ppi/ppi++).
 
 Methods: ``human`` (t interval, human labels only), ``bootstrap`` (the paper's basic bootstrap,
 human only), ``llm-only`` (t interval over the LLM values of all queries: no human label at all),
 ``ppi``, ``ppi++``, ``ppi-all`` (rankline.evaluation.intervals), ``crc`` (dataset-level conformal
-risk control, DCG measures only) and ``crc-query`` (per-query CRC: share of unlabelled queries whose
+risk control on the unlabelled queries, DCG measures only, restated for all queries as `rankline eval
+--ci crc` reports it: same coverage, width times m/N) and ``crc-query`` (per-query CRC: share of unlabelled queries whose
 own DCG is enclosed, mean per-query width; refused below 19 labelled queries at 95%). Label set
 ``all-files`` averages the metric over every LLM label file and gives CRC the empirical label
 distribution of the files; a single file gives CRC its one-hot labels smoothed by a pseudo-count.
@@ -114,7 +115,7 @@ def simulate(y, f, grid, n, args, rng):
         if grid is None:
             continue
         iv = crc.crc_dataset(y_cols, grid[lab], grid[unl], args.alpha, resamples=args.crc_resamples, rng=rng)
-        record("crc", iv.lower, iv.upper, truth_unl[:, None])
+        record("crc", *_bounds(intervals.to_all_queries(iv, y_cols)), truth_all[:, None])
         if crc_per_query_ok:
             lower, upper = crc.crc_per_query(y_cols, grid[lab], grid[unl], args.alpha)
             y_unl = y[unl][:, :, None]

@@ -110,7 +110,8 @@ def confidence_interval(
 ) -> Interval:
     """Interval for the mean of `measure` over the benchmark (see Interval.estimand), or for the mean
     paired difference run - baseline when a baseline run is given. CRC uses `label_dist` when given,
-    else the empirical distribution of the LLM label sets."""
+    else the empirical distribution of the LLM label sets; its bound on the unlabelled queries is
+    restated for all queries (labelled ones count with their human values), like ppi-all."""
     if method not in CI_METHODS:
         raise ValueError(f"unknown interval method {method!r}; expected one of {', '.join(CI_METHODS)}")
     human = {q: human_qrels[q] for q in split.labelled}  # the only human labels that may be used
@@ -130,7 +131,7 @@ def confidence_interval(
         grid = crc.dcg_grid(run, dist, split.qids, measure)
         if baseline is not None:
             grid = crc.paired_grid(grid, crc.dcg_grid(baseline, dist, split.qids, measure))
-        return crc.crc_dataset(y, grid[:n], grid[n:], alpha, rng=seed)
+        return intervals.to_all_queries(crc.crc_dataset(y, grid[:n], grid[n:], alpha, rng=seed), y)
     f = paired(lambda r: llm_values(llm_labels, r, measure, split.qids))
     if method == "ppi-all":
         return intervals.ppi_all(y, f[:n], f[n:], alpha)

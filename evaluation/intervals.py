@@ -188,3 +188,22 @@ def ppi_all(y_lab: np.ndarray, f_lab: np.ndarray, f_unl: np.ndarray, alpha: floa
     estimate = np.concatenate([f_lab, f_unl], axis=0).mean(axis=0) + errors.mean(axis=0)
     half = stats.t.ppf(1 - alpha / 2, n - 1) * np.sqrt(1 - n / big_n) * errors.std(axis=0, ddof=1) / np.sqrt(n)
     return Interval("ppi-all", "all", _scalar(estimate), _scalar(estimate - half), _scalar(estimate + half), n, big_n)
+
+
+def to_all_queries(interval: Interval, y_lab: np.ndarray) -> Interval:
+    """An interval for the mean over the unlabelled queries, restated for the mean over all queries:
+    the labelled queries count with their human values, so the width shrinks by m / N and the
+    coverage is unchanged (the map is affine and increasing)."""
+    if interval.estimand != "unlabelled":
+        raise ValueError(f"{interval.method}: expected an interval for the unlabelled queries, got {interval.estimand!r}")
+    y_lab = np.asarray(y_lab, dtype=np.float64)
+    if y_lab.shape[0] != interval.n_labelled:
+        raise ValueError(f"{interval.method}: {y_lab.shape[0]} human values for {interval.n_labelled} labelled queries")
+    m, total = interval.n_total - interval.n_labelled, interval.n_total
+    labelled_sum = y_lab.sum(axis=0)
+
+    def restate(value):
+        return _scalar((labelled_sum + m * np.asarray(value)) / total)
+
+    return Interval(interval.method, "all", restate(interval.estimate), restate(interval.lower),
+                    restate(interval.upper), interval.n_labelled, total)

@@ -125,3 +125,12 @@ def test_bad_input_is_refused():
         intervals.human_t(np.ones(1))
     with pytest.raises(ValueError, match="shape"):
         intervals.ppi_mean(np.ones(3), np.ones(4), np.ones(5))
+
+
+def test_to_all_queries_hand_computed():
+    iv = intervals.Interval("crc", "unlabelled", 2.0, 1.0, 4.0, n_labelled=2, n_total=5)
+    out = intervals.to_all_queries(iv, np.array([3.0, 5.0]))
+    assert out.estimand == "all"
+    assert (out.estimate, out.lower, out.upper) == pytest.approx(((8 + 6) / 5, (8 + 3) / 5, (8 + 12) / 5))
+    with pytest.raises(ValueError, match="unlabelled"):
+        intervals.to_all_queries(out, np.array([3.0, 5.0]))
