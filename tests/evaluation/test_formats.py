@@ -199,3 +199,12 @@ def test_corpus_errors(tmp_path: Path, name: str, text: str, line_no: int, expec
 def test_missing_file_is_an_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_run(tmp_path / "nope.trec")
+
+
+def test_ranks_follow_trec_eval_single_precision_ties(tmp_path: Path) -> None:
+    # 1.0 and 1.0 + 1e-9 are equal as C floats, so trec_eval ranks them by docid descending
+    run = {"q": {"a": 1.0 + 1e-9, "b": 1.0, "c": 2.0}}
+    assert [d for d, _ in ranked(run["q"])] == ["c", "b", "a"]
+    write_run(tmp_path / "r.trec", run)
+    assert [line.split()[2] for line in (tmp_path / "r.trec").read_text().splitlines()] == ["c", "b", "a"]
+    assert read_run(tmp_path / "r.trec")["q"]["a"] == 1.0 + 1e-9  # full precision kept
