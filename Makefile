@@ -32,6 +32,18 @@ demo: $(STAMP)
 		$(DATA)/trec-dl-2019/candidates/D_BERT_KD_TASB.trec \
 		$(DATA)/trec-dl-2019/candidates/SPLADE_P_P_ENSEMBLE_DISTIL.trec \
 		-m nDCG@10 'RR(rel=2)@10' 'R(rel=2)@100' 'AP(rel=2)'
+	# Trustworthy evaluation: intervals for nDCG@10 and DCG@10 from LLM labels on all 43 queries and NIST labels on 10
+	# (ppi-all: PPI for the mean over all queries; crc: conformal risk control on the 7 LLM label files' distribution).
+	$(BIN)/rankline eval $(DATA)/trec-dl-2019/qrels.dl19-passage.txt \
+		$(DATA)/trec-dl-2019/candidates/BM25.trec $(DATA)/trec-dl-2019/runs/ICT-BERT2 -m nDCG@10 DCG@10 \
+		--llm-labels $(DATA)/llm-labels/dl2019/dl2019_test_4prompts_llama70b.txt --ci ppi-all --labelled 10 --seed 0 \
+		--format json -o $(OUT)/ci-ppi-all.json
+	$(BIN)/rankline eval $(DATA)/trec-dl-2019/qrels.dl19-passage.txt \
+		$(DATA)/trec-dl-2019/candidates/BM25.trec $(DATA)/trec-dl-2019/runs/ICT-BERT2 -m DCG@10 \
+		--llm-labels $(DATA)/llm-labels/dl2019/*.txt --ci crc --labelled 10 --seed 0 --format json -o $(OUT)/ci-crc.json
+	# LLM relevance labels (0-3 distributions) from the embedded SmolLM2 for the top 2 BM25 passages per query.
+	$(BIN)/rankline label --topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
+		--corpus $(DATA)/trec-dl-2019/passages.jsonl.gz --depth 2 --out $(OUT)/smollm2-labels.qrels
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

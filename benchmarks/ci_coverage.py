@@ -162,19 +162,25 @@ def plot(rows, ns, measures, path: Path, alpha: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    methods = HUMAN_ONLY + WITH_LLM
+    colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}
     fig, axes = plt.subplots(len(measures), 2, figsize=(11, 3.6 * len(measures)), squeeze=False)
     for i, measure in enumerate(measures):
-        for (m, label_set, method), by_n in sorted(rows.items()):
-            if m != measure or label_set not in ("-", ENSEMBLE):
+        for method in methods:
+            key = next(((measure, s, method) for s in ("-", ENSEMBLE) if (measure, s, method) in rows), None)
+            if key is None:
                 continue
+            by_n = rows[key]
             xs = [n for n in ns if n in by_n]
-            style = "--" if label_set == "-" else "-"
-            axes[i, 0].plot(xs, [by_n[n][0] for n in xs], style, marker="o", label=method)
-            axes[i, 1].plot(xs, [by_n[n][1] for n in xs], style, marker="o", label=method)
+            style = dict(ls="--" if key[1] == "-" else "-", marker="o", color=colours[method], label=method)
+            axes[i, 0].plot(xs, [by_n[n][0] for n in xs], **style)
+            if method != "crc-query":  # a per-query width is not comparable with the others
+                axes[i, 1].plot(xs, [by_n[n][1] for n in xs], **style)
         axes[i, 0].axhline(1 - alpha, color="grey", lw=0.8)
-        axes[i, 0].set(title=f"{measure}: coverage ({ENSEMBLE} labels)", xlabel="labelled queries", ylim=(0, 1.02))
-        axes[i, 1].set(title=f"{measure}: mean width", xlabel="labelled queries", yscale="log")
-        axes[i, 0].legend(fontsize=7)
+        axes[i, 0].set(title=f"{measure}: coverage ({ENSEMBLE} labels; dashed: human only)",
+                       xlabel="labelled queries", ylim=(0, 1.02))
+        axes[i, 1].set(title=f"{measure}: mean width of the interval of the mean", xlabel="labelled queries", yscale="log")
+        axes[i, 0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
