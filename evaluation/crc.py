@@ -193,6 +193,8 @@ def crc_dataset(
     n, m = y_lab.shape[0], grid_unl.shape[0]
     if n < 2 or m < 1:
         raise ValueError(f"dataset-level CRC needs >= 2 labelled and >= 1 unlabelled queries, got {n} and {m}")
+    if resamples < min_labelled_per_query(alpha):
+        raise ValueError(f"dataset-level CRC at {1 - alpha:.0%} needs at least {min_labelled_per_query(alpha)} resamples")
     size = resample_size if resample_size is not None else max(1, ((n - 1) * m) // (n + m))
     rows = np.random.default_rng(rng).integers(0, n, size=(resamples, size))
     columns = y_lab.shape[1:]

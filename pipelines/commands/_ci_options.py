@@ -44,6 +44,8 @@ def add_ci_entries(report: dict[str, Any], args: argparse.Namespace) -> None:
         return
     if not args.llm_labels:
         raise ValueError(f"--ci {args.ci} needs --llm-labels FILE [FILE ...]")
+    if args.label_dist and args.ci != "crc":
+        raise ValueError(f"--label-dist is read by --ci crc only, not by --ci {args.ci}")
     if args.labelled_qids is None and args.labelled is None:
         raise ValueError(f"--ci {args.ci} needs --labelled-qids FILE or --labelled N")
     from rankline.evaluation.ci import confidence_interval, read_labelled_qids, split_queries
