@@ -44,6 +44,22 @@ def ensure_ray() -> None:
         )
 
 
+def check_fits(demands: Sequence[Mapping[str, float]]) -> None:
+    """Fail at once, naming what is short, when actors asking for `demands` ({"CPU": n, ...} each,
+    CPU 1 by default) cannot all be placed on the cluster, instead of waiting on them forever."""
+    import ray
+
+    need: dict[str, float] = {}
+    for demand in demands:
+        for name, amount in {"CPU": 1, **demand}.items():
+            need[name] = need.get(name, 0.0) + amount
+    have = ray.cluster_resources()
+    for name, amount in need.items():
+        if amount > have.get(name, 0.0):
+            raise ValueError(f"{len(demands)} actors need {amount:g} {name} in all; this Ray cluster has "
+                             f"{have.get(name, 0.0):g} (use fewer replicas/workers or smaller per-actor resources)")
+
+
 def ray_resources(resources: Mapping[str, float]) -> dict[str, Any]:
     """Ray actor options from {"CPU": n, "GPU": n, "<custom>": n} (CPU defaults to 1, GPU to 0)."""
     res = dict(resources)
@@ -68,9 +84,11 @@ class RayRunner:
         from ray.util import ActorPool
 
         ensure_ray()
+        demands = [{"CPU": 1}] + ([dict(opts.resources)] * opts.num_replicas if rerank is not None else [])
+        check_fits(demands)
         remote = ray.remote(StageActor)
         self.opts = opts
-        self.retriever = remote.options(**actor_options({"CPU": 1}, opts.max_restarts)).remote(retrieve.source)
+        self.retriever = remote.options(**actor_options(demands[0], opts.max_restarts)).remote(retrieve.source)
         self.rerankers = []
         self.pool = None
         self.depth = rerank.depth if rerank else 0

@@ -104,18 +104,6 @@ class _Journal:
         self.fh.close()
 
 
-def _check_fits(settings: BatchSettings, workers: int) -> None:
-    """Fail fast instead of waiting forever for actors the cluster cannot place."""
-    import ray
-
-    total = ray.cluster_resources()
-    for name, amount in settings.resources.items():
-        have = total.get(name, 0.0)
-        if amount * workers > have:
-            raise ValueError(f"{workers} workers x {amount} {name} need {amount * workers:g} {name}; "
-                             f"this Ray cluster has {have:g} (lower --workers or the per-worker resources)")
-
-
 def batch_rerank(
     requests: Sequence[tuple[Query, Sequence[Hit]]],
     reranker: Factory,
@@ -133,7 +121,7 @@ def batch_rerank(
     from ray.util import ActorPool
     from tqdm.auto import tqdm
 
-    from rankline.pipelines.actors import StageActor, actor_options, ensure_ray
+    from rankline.pipelines.actors import StageActor, actor_options, check_fits, ensure_ray
 
     out = Path(out)
     qids = [q.qid for q, _ in requests]
@@ -149,7 +137,7 @@ def batch_rerank(
     try:
         if todo:
             ensure_ray()
-            _check_fits(settings, min(settings.workers, len(todo)))
+            check_fits([settings.resources] * min(settings.workers, len(todo)))
             remote = ray.remote(StageActor).options(**actor_options(settings.resources, settings.max_restarts))
             actors = [remote.remote(reranker) for _ in range(min(settings.workers, len(todo)))]
             pool = ActorPool(actors)

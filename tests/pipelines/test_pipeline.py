@@ -60,3 +60,10 @@ def test_on_ray_gives_identical_results(toy, ray_session):
         assert remote.search("dense vectors", k=2) == local.search("dense vectors", k=2)
     finally:
         remote.close()
+
+
+@pytest.mark.ray
+def test_on_ray_more_actors_than_the_cluster_holds_fails_at_once(toy, ray_session):
+    pipe = Pipeline().retrieve(toy.KeywordRetriever()).rerank(toy.ShortestFirstReranker()).on_ray(num_replicas=10)
+    with pytest.raises(ValueError, match="11 actors need 11 CPU in all; this Ray cluster has 4"):
+        pipe.run(TOPICS)
