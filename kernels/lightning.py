@@ -232,7 +232,7 @@ def lightning_attention(
     g = _log_decay_tensor(log_decay, q.shape[1], q)
     scale = 1.0 if scale is None else float(scale)
     chosen = resolve_backend(backend, q)
-    if chosen == "naive":
+    if chosen == "naive" or q.shape[2] == 0:  # the naive form also covers empty sequences
         o, state = lightning_attention_naive(q, k, v, g, scale, initial_state)
     else:
         o, state = _function(chosen).apply(q, k, v, g, scale, initial_state, chunk_size)

@@ -108,6 +108,13 @@ def test_prefill_then_continue_from_final_state(assert_close) -> None:
     assert_close("o", rest, full[:, :, 50:], 1e-5)
 
 
+def test_empty_sequence_passes_the_state_through() -> None:
+    q, k, v, s0 = _inputs(1, 2, 0, 4, 6, torch.float32)
+    o, state = lightning_attention(q, k, v, [-0.1, -0.2], initial_state=s0, output_final_state=True, backend="torch")
+    assert o.shape == (1, 2, 0, 6)
+    torch.testing.assert_close(state, s0)
+
+
 def test_decay_schedules_hand_computed() -> None:
     assert alibi_slopes(8) == [2.0**-i for i in range(1, 9)]
     twelve = alibi_slopes(12)
