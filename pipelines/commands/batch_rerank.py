@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="rerank only the first LIMIT queries of the run")
     parser.add_argument("--workers", type=int, default=1, help="reranker actors (each loads the model; default 1)")
     parser.add_argument("--queries-per-task", type=int,
-                        help="queries per actor call, reranked together (default: --batch-size, else 8)")
+                        help="queries per actor call, reranked together (default: --batch-size, else 8, "
+                             "but no more than spreads the queries over every worker)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray CPUs per actor (default 1)")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray GPUs per actor (default 0)")
     parser.add_argument("--tag", default="rankline", help="run tag (last column)")
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     reranker = Factory(llm_reranker, (args.reranker, args.model), {"device": args.device, "dtype": args.dtype, **options})
     settings = BatchSettings(
         workers=args.workers,
-        queries_per_task=args.queries_per_task or args.batch_size or 8,
+        queries_per_task=args.queries_per_task or max(1, min(args.batch_size or 8, -(-len(lists) // args.workers))),
         resources={"CPU": args.cpus_per_worker, "GPU": args.gpus_per_worker},
     )
     identity = {"reranker": args.reranker, "model": args.model, "dtype": args.dtype, "options": options}
