@@ -209,8 +209,7 @@ class BlockRankReranker:
         """Load a model with `rankline.rerankers.models.load_causal_lm`; `config` holds BlockRankConfig fields."""
         from rankline.rerankers.models import load_causal_lm
 
-        lm = load_causal_lm(name_or_path, device=device, dtype=dtype)
-        return cls(lm.model, lm.tokenizer, BlockRankConfig(**config))
+        return blockrank_reranker(load_causal_lm(name_or_path, device=device, dtype=dtype), **config)
 
     @property
     def batch_size(self) -> int:
