@@ -1,0 +1,84 @@
+"""`rankline rerank` end to end with the tiny Llama: parity orders in the run file, resume after an
+interruption (and after a query cut short mid-write), settings guard, clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from rankline.evaluation.formats import read_run  # noqa: E402
+from rankline.pipelines.cli import main  # noqa: E402
+from rankline.rerankers.first import FirstReranker  # noqa: E402
+
+
+@pytest.fixture()
+def setup(fixtures_dir, tmp_path):
+    parity = fixtures_dir / "first-parity"
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("\n".join((parity / "cases.jsonl").read_text(encoding="utf-8").split("\n")[:4]) + "\n", encoding="utf-8")
+    expected = {d["qid"]: d["order"] for d in map(json.loads, (parity / "expected.jsonl").open())}
+    args = ["rerank", "--candidates", str(cases), "--reranker", "first", "--model", str(parity / "tiny-llama"),
+            "--parity", "rank_llm", "--device", "cpu"]
+    return args, expected, tmp_path
+
+
+def _orders(path):
+    return {qid: [d for d, _ in sorted(docs.items(), key=lambda kv: -kv[1])] for qid, docs in read_run(path).items()}
+
+
+def test_rerank_writes_rank_llm_orders(setup):
+    args, expected, tmp = setup
+    out = tmp / "run.trec"
+    assert main(args + ["--out", str(out)]) == 0
+    orders = _orders(out)
+    assert list(orders) == ["s01-n1", "s02-n7", "s03-n20", "s04-n21"]
+    assert all(orders[q] == expected[q] for q in orders)
+    assert sorted(p.name for p in tmp.iterdir()) == ["cases.jsonl", "run.trec"]  # no partial files left
+
+
+def test_interrupted_run_resumes(setup, monkeypatch):
+    args, expected, tmp = setup
+    out = tmp / "run.trec"
+    real = FirstReranker.rerank_batch
+    calls = []
+
+    def interrupt_after_two(self, queries, hits):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append([q.qid for q in queries])
+        return real(self, queries, hits)
+
+    monkeypatch.setattr(FirstReranker, "rerank_batch", interrupt_after_two)
+    assert main(args + ["--out", str(out)]) == 130
+    assert not out.exists()
+    partial = tmp / ".run.trec.partial"
+    assert len(partial.read_text().splitlines()) == 1 + 7
+    with partial.open("a") as fh:  # a crash in the middle of writing the third query
+        fh.write("s03-n20 Q0 x 1 20.0 rankline\ns03-n20 Q0 y 2 19.0 rank")
+
+    calls.clear()
+    monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, q, h: (calls.append([x.qid for x in q]), real(self, q, h))[1])
+    assert main(args + ["--out", str(out)]) == 0
+    assert calls == [["s03-n20"], ["s04-n21"]]  # only the unfinished queries
+    orders = _orders(out)
+    assert list(orders) == ["s01-n1", "s02-n7", "s03-n20", "s04-n21"]
+    assert all(orders[q] == expected[q] for q in orders)
+
+
+def test_partial_run_with_other_settings_is_refused(setup, monkeypatch, capsys):
+    args, _, tmp = setup
+    out = tmp / "run.trec"
+    monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, q, h: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(args + ["--out", str(out)]) == 130
+    assert main(args + ["--window", "5", "--out", str(out)]) == 2
+    assert "partial run with other settings" in capsys.readouterr().err
+
+
+def test_missing_candidates_file_is_one_line_error(setup, capsys):
+    args, _, tmp = setup
+    args = list(args)
+    args[args.index("--candidates") + 1] = str(tmp / "nope.jsonl")
+    assert main(args + ["--out", str(tmp / "o.trec")]) == 2
+    assert "nope.jsonl: no such file" in capsys.readouterr().err
