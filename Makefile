@@ -44,6 +44,9 @@ demo: $(STAMP)
 	# LLM relevance labels (0-3 distributions) from the embedded SmolLM2 for the top 2 BM25 passages per query.
 	$(BIN)/rankline label --topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
 		--corpus $(DATA)/trec-dl-2019/passages.jsonl.gz --depth 2 --out $(OUT)/smollm2-labels.qrels
+	# BlockRank: the BM25 top 100 of 2 DL 2019 queries reranked in one pass each from SmolLM2's attention (calibrated).
+	$(BIN)/rankline rerank --candidates $(DATA)/trec-dl-2019/candidates/BM25.top100.json.gz --reranker blockrank \
+		--calibrate --limit 2 --out $(OUT)/blockrank-calibrated.trec
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
