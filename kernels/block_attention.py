@@ -59,17 +59,6 @@ def block_attention_naive(
     return (probs @ vv).to(q.dtype)
 
 
-def _tokens(x: "torch.Tensor") -> "torch.Tensor":
-    """[B, H, T, D] -> [B*T + 1, H, D]: token-major rows plus one all-zero row used for padding slots."""
-    import torch
-
-    B, H, T, D = x.shape
-    rows = x.new_empty(B * T + 1, H, D)
-    rows[: B * T].view(B, T, H, D).copy_(x.transpose(1, 2))
-    rows[B * T] = 0
-    return rows
-
-
 def _attend(
     q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", mask: "torch.Tensor", scale: float
 ) -> "torch.Tensor":
@@ -82,17 +71,26 @@ def _attend(
 def block_attention_torch(
     q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", layout: BlockLayout, scale: float
 ) -> "torch.Tensor":
-    """Block-decomposed path: O(instruction^2 + query * T + sum_i len_i * (instruction + len_i)) work."""
+    """Block-decomposed path: O(instruction^2 + query * T + sum_i len_i * (instruction + len_i)) work.
+
+    Rows are gathered straight from token-major views of q, k, v; padded slots point at token 0 and are
+    masked out as keys, and their (dropped) outputs are never written back.
+    """
     import torch
 
     B, Hq, T, D = q.shape
     device = q.device
-    pad = B * T  # the zero row appended by _tokens
-    qt, kt, vt = _tokens(q), _tokens(k), _tokens(v)
-    out = qt.new_zeros(B * T + 1, Hq, D)
+    q_tokens, k_tokens, v_tokens = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, T, H, D] views
+    out = q.new_zeros(B, Hq, T, D)
+    out_tokens = out.transpose(1, 2)
+
+    def write(batch: "torch.Tensor", pos: "torch.Tensor", valid: "torch.Tensor", o: "torch.Tensor") -> None:
+        """out[batch, :, pos] = o for the valid slots; batch [R, 1], pos and valid [R, W], o [R, Hq, W, D]."""
+        out_tokens[batch.expand_as(pos)[valid], pos[valid]] = o.transpose(1, 2)[valid]
 
     # Instruction rows (keys: the instruction) and query rows (keys: the whole row), causal on their prefix;
-    # the keys are a slice of k and v, nothing is gathered.
+    # their keys are a slice of k and v.
+    rows_b = torch.arange(B, device=device)[:, None]
     groups = (
         ([list(range(n)) for n in layout.instruction], max(layout.instruction, default=0)),
         ([list(range(q0, q0 + n)) for q0, n in zip(layout.query_starts(), layout.query)], layout.seq_len),
@@ -102,11 +100,12 @@ def block_attention_torch(
         if not width:
             continue
         pos = torch.tensor([r + [-1] * (width - len(r)) for r in positions], dtype=torch.long, device=device)
-        flat = torch.where(pos >= 0, pos + torch.arange(B, device=device)[:, None] * T, pad)
+        valid = pos >= 0
         j = torch.arange(key_len, device=device)
-        mask = (j <= pos[..., None]) | ((pos[..., None] < 0) & (j == 0))  # padded rows see key 0; dropped below
-        o = _attend(qt[flat].transpose(1, 2), k[:, :, :key_len], v[:, :, :key_len], mask[:, None], scale)
-        out.index_copy_(0, flat.flatten(), o.transpose(1, 2).reshape(-1, Hq, D))
+        mask = (j <= pos[..., None]) | (~valid[..., None] & (j == 0))  # padded rows see key 0; dropped
+        pos = pos.clamp(min=0)
+        o = _attend(q_tokens[rows_b, pos].transpose(1, 2), k[:, :, :key_len], v[:, :, :key_len], mask[:, None], scale)
+        write(rows_b, pos, valid, o)
 
     # Documents: one batch row each, over [instruction keys | own keys].
     docs = [
@@ -122,25 +121,25 @@ def block_attention_torch(
         t = torch.arange(n_doc_max, device=device)
         ji = torch.arange(n_instr_max, device=device)
         for lo in range(0, len(docs), chunk):
-            part = docs[lo : lo + chunk]
-            b = torch.tensor([d[0] for d in part], dtype=torch.long, device=device)
-            start = torch.tensor([d[1] for d in part], dtype=torch.long, device=device)
-            length = torch.tensor([d[2] for d in part], dtype=torch.long, device=device)
-            n_instr = torch.tensor([layout.instruction[d[0]] for d in part], dtype=torch.long, device=device)
-            doc_flat = torch.where(t < length[:, None], b[:, None] * T + start[:, None] + t, pad)
-            instr_flat = torch.where(ji < n_instr[:, None], b[:, None] * T + ji, pad)
-            key_flat = torch.cat([instr_flat, doc_flat], dim=1)
-            valid_row = t[None, :, None] < length[:, None, None]  # [P, Ld, 1]
-            instr_mask = valid_row & (ji < n_instr[:, None])[:, None, :]
-            causal = t[None, :, None] >= t[None, None, :]
-            doc_mask = causal & (valid_row | (t[:, None] == t[None, :])[None])  # padded rows see themselves
+            b, start, length = torch.tensor(docs[lo : lo + chunk], dtype=torch.long, device=device).unbind(1)
+            n_instr = torch.tensor(layout.instruction, dtype=torch.long, device=device)[b]
+            b = b[:, None]
+            valid = t < length[:, None]  # [P, Ld]
+            doc_pos = torch.where(valid, start[:, None] + t, 0)
+            key_pos = torch.cat([torch.where(ji < n_instr[:, None], ji, 0), doc_pos], dim=1)
+            instr_mask = valid[:, :, None] & (ji < n_instr[:, None])[:, None, :]
+            causal = t[:, None] >= t[None, :]
+            doc_mask = causal & (valid[:, :, None] | (t[:, None] == t[None, :]))  # padded rows see themselves
             mask = torch.cat([instr_mask, doc_mask], dim=2)[:, None]
             o = _attend(
-                qt[doc_flat].transpose(1, 2), kt[key_flat].transpose(1, 2), vt[key_flat].transpose(1, 2), mask, scale
+                q_tokens[b, doc_pos].transpose(1, 2),
+                k_tokens[b, key_pos].transpose(1, 2),
+                v_tokens[b, key_pos].transpose(1, 2),
+                mask,
+                scale,
             )
-            out.index_copy_(0, doc_flat.flatten(), o.transpose(1, 2).reshape(-1, Hq, D))
-
-    return out[: B * T].reshape(B, T, Hq, D).transpose(1, 2).contiguous()
+            write(b, doc_pos, valid, o)
+    return out
 
 
 def _starts(n_instr: int, lengths: Sequence[int]) -> list[int]:
