@@ -22,9 +22,9 @@ from .backend import accumulation_dtype, resolve_backend
 if TYPE_CHECKING:
     import torch
 
-# A forward linear attention (q, k, v, log_decay, initial_state, chunk_size) -> (o, final_state), no scale.
+# A forward linear attention (q, k, v, log_decay, initial_state, chunk_size, scale) -> (o, final_state).
 LinearAttentionForward = Callable[
-    ["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor", Optional["torch.Tensor"], int],
+    ["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor", Optional["torch.Tensor"], int, float],
     "tuple[torch.Tensor, torch.Tensor]",
 ]
 
@@ -93,8 +93,9 @@ def chunked_linear_attention(
     log_decay: "torch.Tensor",
     initial_state: "torch.Tensor | None",
     chunk_size: int,
+    scale: float = 1.0,
 ) -> "tuple[torch.Tensor, torch.Tensor]":
-    """o_t = q_t S_t (no scale) and the final state, all in the inputs' dtype; no autograd of its own.
+    """o_t = scale * q_t S_t and the final state, all in the inputs' dtype; no autograd of its own.
 
     Inside a chunk of C tokens: (q k^T * decay mask) v. Between chunks: the state entering chunk c adds
     exp(g * (i + 1)) q_i S_c to local position i, and S_{c+1} = exp(g * L_c) S_c + sum_j exp(g * (L_c - 1 - j)) k_j v_j^T.
@@ -113,7 +114,7 @@ def chunked_linear_attention(
     g = log_decay.to(q.dtype)
     pos = torch.arange(C, device=q.device, dtype=q.dtype)
     lag = pos[:, None] - pos[None, :]
-    intra_decay = _exp_masked(g[:, None, None] * lag, lag >= 0)  # [H, C, C]
+    intra_decay = _exp_masked(g[:, None, None] * lag, lag >= 0) * scale  # [H, C, C]; scale rides on the weights
     o = ((qc @ kc.transpose(-1, -2)) * intra_decay[:, None]) @ vc
 
     lengths = torch.full((n,), C, device=q.device, dtype=q.dtype)
@@ -122,7 +123,7 @@ def chunked_linear_attention(
     key_weight = _exp_masked(g[:, None, None] * to_end, to_end >= 0)  # [H, n, C]
     local_states = (kc * key_weight[..., None]).transpose(-1, -2) @ vc  # [B, H, n, Dk, Dv]
     chunk_decay = torch.exp(g[:, None] * lengths)  # [H, n]
-    query_weight = torch.exp(g[:, None, None] * (pos + 1)[:, None])  # [H, C, 1]
+    query_weight = torch.exp(g[:, None, None] * (pos + 1)[:, None]) * scale  # [H, C, 1]
     q_decayed = qc * query_weight[:, None]
     state = q.new_zeros(B, H, Dk, Dv) if initial_state is None else initial_state.to(q.dtype)
     for c in range(n):  # the only sequential part: n small [C, Dk] x [Dk, Dv] products
@@ -141,24 +142,26 @@ def lightning_attention_backward(
     grad_o: "torch.Tensor",
     grad_state: "torch.Tensor | None",
     chunk_size: int,
+    scale: float,
 ) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]":
-    """dq, dk, dv, d(initial_state) of o_t = q_t S_t, by three runs of a forward linear-attention ``forward``.
+    """dq, dk, dv, d(initial_state) of o_t = scale * q_t S_t, by three runs of a forward linear attention LA.
 
-    dq_t = dO_t S_t^T is linear attention with (q, k, v) = (dO, v, k) and initial state S_0^T; dk and dv are
-    linear attention backward in time: dk = flip(LA(flip v, flip dO, flip q)), dv = flip(LA(flip k, flip q, flip dO)),
-    whose final state gives d(initial_state). The final-state gradient adds exp(g (T-1-j)) terms directly.
+    dq_t = scale * dO_t S_t^T is LA with (q, k, v) = (dO, v, k) and initial state S_0^T; dk and dv are LA
+    backward in time: dk = flip(LA(flip v, flip dO, flip q)), dv = flip(LA(flip k, flip q, flip dO)) (both
+    times scale), and scale times the second one's final state gives d(initial_state). The final-state
+    gradient adds exp(g (T-1-j)) terms directly.
     """
     import torch
 
     T = q.shape[2]
     g = log_decay.to(q.dtype)
     s0_t = None if initial_state is None else initial_state.transpose(-1, -2)
-    dq, _ = forward(grad_o, v, k, g, s0_t, chunk_size)
+    dq, _ = forward(grad_o, v, k, g, s0_t, chunk_size, scale)
     q_r, k_r, v_r, grad_o_r = (x.flip(2) for x in (q, k, v, grad_o))  # time reversed
-    dk, _ = forward(v_r, grad_o_r, q_r, g, None, chunk_size)
-    dv, reverse_state = forward(k_r, q_r, grad_o_r, g, None, chunk_size)
+    dk, _ = forward(v_r, grad_o_r, q_r, g, None, chunk_size, scale)
+    dv, reverse_state = forward(k_r, q_r, grad_o_r, g, None, chunk_size, scale)
     dk, dv = dk.flip(2), dv.flip(2)
-    d_initial = None if initial_state is None else torch.exp(g)[:, None, None] * reverse_state
+    d_initial = None if initial_state is None else (scale * torch.exp(g))[:, None, None] * reverse_state
     if grad_state is not None:
         t = torch.arange(T, device=q.device, dtype=q.dtype)
         tail = torch.exp(g[:, None, None] * (T - 1 - t)[:, None])  # [H, T, 1]
@@ -178,24 +181,22 @@ def _autograd_function(forward: LinearAttentionForward) -> type:
         def forward(ctx, q, k, v, log_decay, scale, initial_state, chunk_size):  # type: ignore[override]
             ctx.set_materialize_grads(False)
             acc = accumulation_dtype(q.dtype)
-            qs = q.to(acc) * scale
-            k_, v_ = k.to(acc), v.to(acc)
+            q_, k_, v_ = q.to(acc), k.to(acc), v.to(acc)
             s0 = None if initial_state is None else initial_state.to(acc)
-            o, state = forward(qs, k_, v_, log_decay, s0, chunk_size)
-            ctx.save_for_backward(qs, k_, v_, log_decay, s0)
+            o, state = forward(q_, k_, v_, log_decay, s0, chunk_size, scale)
+            ctx.save_for_backward(q_, k_, v_, log_decay, s0)
             ctx.scale, ctx.chunk_size, ctx.dtypes = scale, chunk_size, (q.dtype, k.dtype, v.dtype)
             ctx.state_dtype = None if initial_state is None else initial_state.dtype
             return o.to(q.dtype), state
 
         @staticmethod
         def backward(ctx, grad_o, grad_state):  # type: ignore[override]
-            qs, k, v, log_decay, s0 = ctx.saved_tensors
+            q, k, v, log_decay, s0 = ctx.saved_tensors
             grad_o = torch.zeros_like(v) if grad_o is None else grad_o.to(v.dtype)
             grad_state = None if grad_state is None else grad_state.to(v.dtype)
             dq, dk, dv, ds0 = lightning_attention_backward(
-                forward, qs, k, v, log_decay, s0, grad_o, grad_state, ctx.chunk_size
+                forward, q, k, v, log_decay, s0, grad_o, grad_state, ctx.chunk_size, ctx.scale
             )
-            dq = dq * ctx.scale
             q_dtype, k_dtype, v_dtype = ctx.dtypes
             ds0 = None if ds0 is None else ds0.to(ctx.state_dtype)
             return dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype), None, None, ds0, None

@@ -15,7 +15,7 @@ import triton.language as tl
 @triton.jit
 def _linear_attention_kernel(
     Q, K, V, G, S0, O, SF,
-    T, H, DK, DV,
+    T, H, DK, DV, scale,
     HAS_S0: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -41,8 +41,8 @@ def _linear_attention_kernel(
         state = tl.zeros([BLOCK_K, BLOCK_V], dtype=tl.float32)
 
     lag = offs_t[:, None] - offs_t[None, :]
-    intra_decay = tl.where(lag >= 0, tl.exp(g * tl.where(lag >= 0, lag, 0).to(tl.float32)), 0.0)
-    query_weight = tl.exp(g * (offs_t + 1).to(tl.float32))
+    intra_decay = tl.where(lag >= 0, tl.exp(g * tl.where(lag >= 0, lag, 0).to(tl.float32)), 0.0) * scale
+    query_weight = tl.exp(g * (offs_t + 1).to(tl.float32)) * scale
 
     for start in range(0, T, BLOCK_T):
         rows = start + offs_t
@@ -75,8 +75,9 @@ def triton_linear_attention(
     log_decay: torch.Tensor,
     initial_state: torch.Tensor | None,
     chunk_size: int,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """o_t = q_t S_t (no scale) and the final state, same contract as ``lightning.chunked_linear_attention``."""
+    """o_t = scale * q_t S_t and the final state, same contract as ``lightning.chunked_linear_attention``."""
     dtype = q.dtype
     B, H, T, DK = q.shape
     DV = v.shape[-1]
@@ -91,7 +92,7 @@ def triton_linear_attention(
     grid = (B * H, triton.cdiv(DV, block_v))
     _linear_attention_kernel[grid](
         q, k, v, g, s0 if s0 is not None else q, o, final_state,
-        T, H, DK, DV,
+        T, H, DK, DV, float(scale),
         HAS_S0=s0 is not None, BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_V=block_v,
     )
     return o.to(dtype), final_state.to(dtype)
