@@ -115,20 +115,22 @@ def chunked_linear_attention(
     pos = torch.arange(C, device=q.device, dtype=q.dtype)
     lag = pos[:, None] - pos[None, :]
     intra_decay = _exp_masked(g[:, None, None] * lag, lag >= 0) * scale  # [H, C, C]; scale rides on the weights
-    o = ((qc @ kc.transpose(-1, -2)) * intra_decay[:, None]) @ vc
+    scores = qc @ kc.transpose(-1, -2)
+    o = scores.mul_(intra_decay[:, None]) @ vc  # [B, H, n, C, Dv]
 
     lengths = torch.full((n,), C, device=q.device, dtype=q.dtype)
     lengths[-1] = T - (n - 1) * C
     to_end = lengths[:, None] - 1 - pos  # [n, C]
     key_weight = _exp_masked(g[:, None, None] * to_end, to_end >= 0)  # [H, n, C]
     local_states = (kc * key_weight[..., None]).transpose(-1, -2) @ vc  # [B, H, n, Dk, Dv]
-    chunk_decay = torch.exp(g[:, None] * lengths)  # [H, n]
+    chunk_decay = torch.exp(g[:, None] * lengths).T.reshape(n, H, 1, 1).unbind(0)
+    entering = torch.empty_like(local_states)  # the state before each chunk
+    state = q.new_zeros(B, H, Dk, Dv) if initial_state is None else initial_state.to(q.dtype).clone()
+    for c in range(n):  # the only sequential part: n [Dk, Dv] updates
+        entering[:, :, c] = state
+        state.mul_(chunk_decay[c]).add_(local_states[:, :, c])
     query_weight = torch.exp(g[:, None, None] * (pos + 1)[:, None]) * scale  # [H, C, 1]
-    q_decayed = qc * query_weight[:, None]
-    state = q.new_zeros(B, H, Dk, Dv) if initial_state is None else initial_state.to(q.dtype)
-    for c in range(n):  # the only sequential part: n small [C, Dk] x [Dk, Dv] products
-        o[:, :, c] += q_decayed[:, :, c] @ state
-        state = chunk_decay[:, c, None, None] * state + local_states[:, :, c]
+    o.view(-1, C, Dv).baddbmm_((qc * query_weight[:, None]).view(-1, C, Dk), entering.view(-1, Dk, Dv))
     return o.reshape(B, H, n * C, Dv)[:, :, :T], state
 
 
