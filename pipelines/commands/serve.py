@@ -4,12 +4,13 @@
 
 POST /search {"query": "...", "k": 10, "rerank": true} -> {"hits": [...], "timings_ms": {...}};
 GET /health, GET /metrics (Prometheus text), GET /openapi.json (and /docs). Runs until Ctrl-C,
-then shuts the application down. Connects to a running Ray instance (RAY_ADDRESS) or starts a
+then shuts the application down (SIGTERM too). Connects to a running Ray instance (RAY_ADDRESS) or starts a
 local one on 127.0.0.1.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     ensure_ray()
     serve.start(http_options={"host": args.host, "port": args.port})
+    signal.signal(signal.SIGTERM, _interrupt)  # after Ray's own handler: `kill` stops as cleanly as Ctrl-C
     try:
         serve.run(build_app(config), name="rankline", route_prefix="/")
         print(f"rankline: serving {args.config} on http://{args.host}:{args.port} "
@@ -43,3 +45,7 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(3600)
     finally:
         serve.shutdown()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
