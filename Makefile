@@ -54,6 +54,11 @@ demo: $(STAMP)
 		--method $$m --k 1000 --out $(OUT)/scifact-$$m.trec || exit 1; done
 	$(BIN)/rankline eval $(DATA)/beir/scifact/qrels/test.tsv $(OUT)/scifact-bm25.trec $(OUT)/scifact-dense.trec \
 		$(OUT)/scifact-hybrid.trec -m nDCG@10 R@100
+	# Batch reranking over a Ray actor pool (resumable, atomic output): FIRST with SmolLM2 on the BM25 top 20
+	# of 4 DL 2019 queries, 2 workers; equals `rankline rerank` on the same inputs.
+	$(BIN)/rankline batch-rerank --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
+		--topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --corpus $(DATA)/trec-dl-2019/passages.jsonl.gz \
+		--reranker first --depth 20 --limit 4 --workers 2 --out $(OUT)/dl19-bm25-first-batch.trec
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
