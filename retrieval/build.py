@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from rankline.retrieval.manifest import MANIFEST, Manifest, checksums
 
 BM25_CONTENTS = "title + ' ' + text (pyserini BEIR 'flat')"
 WORK = ".build"
+_GENERATION_FILE = re.compile(r"docs-\d+\.sqlite|dense-\d+\.faiss|bm25-\d+")
 _LUCENE_ARGS = ["-storePositions", "-storeDocvectors", "-storeRaw"]  # as pyserini's BEIR flat indexes
 
 
@@ -278,8 +280,8 @@ def _commit(folder: Path, work: Path, current: Manifest | None, new_sources: lis
     manifest = Manifest(generation=gen, count=count, sources=sources, docstore=docstore,
                         files=checksums(folder, entries), dense=dense, bm25=bm25)
     manifest.write(folder)
-    for path in folder.iterdir():  # files of older generations
-        if path.name not in entries and path.name not in (MANIFEST, WORK) and path.name.split("-")[0] in ("docs", "dense", "bm25"):
+    for path in folder.iterdir():  # files of older generations (or of a commit interrupted before its manifest)
+        if path.name not in entries and _GENERATION_FILE.fullmatch(path.name):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     shutil.rmtree(work, ignore_errors=True)
 
