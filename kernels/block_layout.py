@@ -19,10 +19,7 @@ class LayoutIndex:
 
     instruction_len: "torch.Tensor"  # [B] long
     row_len: "torch.Tensor"  # [B] long: tokens before the right padding
-    query_start: "torch.Tensor"  # [B] long
-    segment_start: "torch.Tensor"  # [B, T] long: first key of the token's own segment it may attend to
-    doc_start: "torch.Tensor"  # [B, N] long
-    doc_len: "torch.Tensor"  # [B, N] long (0 for missing documents)
+    segment_start: "torch.Tensor"  # [B, T] long: first key of the token's own segment it may attend to (0 outside documents)
     doc_of_token: "torch.Tensor"  # [B, T] long: document index, -1 for instruction, query and padding
 
 
@@ -84,25 +81,19 @@ class BlockLayout:
         import torch
 
         self.check_length(seq_len)
-        B, N, T = self.batch_size, self.num_docs, seq_len
-        doc_start = torch.zeros(B, N, dtype=torch.long)
-        doc_len = torch.zeros(B, N, dtype=torch.long)
+        B, T = self.batch_size, seq_len
         segment_start = torch.zeros(B, T, dtype=torch.long)
         doc_of_token = torch.full((B, T), -1, dtype=torch.long)
         for b, (n_instr, lengths) in enumerate(zip(self.instruction, self.docs)):
             start = n_instr
             for i, n in enumerate(lengths):
-                doc_start[b, i], doc_len[b, i] = start, n
                 segment_start[b, start : start + n] = start
                 doc_of_token[b, start : start + n] = i
                 start += n
         return LayoutIndex(
             instruction_len=torch.tensor(self.instruction, dtype=torch.long, device=device),
             row_len=torch.tensor(self.row_lengths, dtype=torch.long, device=device),
-            query_start=torch.tensor(self.query_starts(), dtype=torch.long, device=device),
             segment_start=segment_start.to(device),
-            doc_start=doc_start.to(device),
-            doc_len=doc_len.to(device),
             doc_of_token=doc_of_token.to(device),
         )
 

@@ -62,7 +62,8 @@ def _block_attention_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     valid_m = offs_m < row_len
     seg = tl.load(SEG_START + b * T + offs_m, mask=valid_m, other=0)
-    q = tl.load(Q + bh * T * D + offs_m[:, None] * D + offs_d[None, :], mask=valid_m[:, None] & (offs_d[None, :] < D), other=0.0).to(tl.float32)
+    q_mask = valid_m[:, None] & (offs_d[None, :] < D)
+    q = tl.load(Q + bh * T * D + offs_m[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0).to(tl.float32)
     k_base = K + kv_head * T * D
     v_base = V + kv_head * T * D
 
@@ -103,7 +104,9 @@ def block_attention_triton(
     grid = (triton.cdiv(T, block_m), B * HQ)
     _block_attention_kernel[grid](
         q, k, v, o,
-        index.instruction_len.to(torch.int32), index.row_len.to(torch.int32), index.segment_start.to(torch.int32).contiguous(),
+        index.instruction_len.to(torch.int32),
+        index.row_len.to(torch.int32),
+        index.segment_start.to(torch.int32).contiguous(),
         float(scale), T, D, HQ, HKV,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(D)),

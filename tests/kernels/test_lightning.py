@@ -36,7 +36,9 @@ def test_naive_matches_explicit_recurrence() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("t", "dk", "dv", "chunk"), [(63, 60, 100, 16), (500, 100, 60, 64), (500, 64, 64, 128), (1, 8, 8, 64)])
+@pytest.mark.parametrize(
+    ("t", "dk", "dv", "chunk"), [(63, 60, 100, 16), (500, 100, 60, 64), (500, 64, 64, 128), (1, 8, 8, 64)]
+)
 @pytest.mark.parametrize("with_state", [False, True])
 def test_torch_path_output_state_and_gradients(dtype, t, dk, dv, chunk, with_state, assert_close) -> None:
     q, k, v, s0 = _inputs(2, 3, t, dk, dv, dtype)
@@ -90,7 +92,9 @@ def test_only_output_gradient_when_state_unused(assert_close) -> None:
 def test_step_by_step_decoding_matches_parallel_form(assert_close) -> None:
     q, k, v, s0 = _inputs(2, 4, 33, 16, 12, torch.float32)
     log_decay = transnormer_log_decay(4, layer_idx=1, num_layers=4)
-    o_ref, s_ref = lightning_attention(q, k, v, log_decay, scale=0.25, initial_state=s0, output_final_state=True, backend="naive")
+    o_ref, s_ref = lightning_attention(
+        q, k, v, log_decay, scale=0.25, initial_state=s0, output_final_state=True, backend="naive"
+    )
     state, outs = s0.clone(), []
     for t in range(33):
         o_t, state = lightning_attention_step(q[:, :, t], k[:, :, t], v[:, :, t], state, log_decay, scale=0.25)
@@ -120,8 +124,9 @@ def test_decay_schedules_hand_computed() -> None:
     twelve = alibi_slopes(12)
     assert twelve[:8] == [2.0**-i for i in range(1, 9)]
     assert twelve[8:] == pytest.approx([2.0**-0.5, 2.0**-1.5, 2.0**-2.5, 2.0**-3.5])
-    torch.testing.assert_close(transnormer_log_decay(4, 0, 3), -torch.tensor([0.25, 0.0625, 0.015625, 0.00390625]) * (1 + 1e-5))
-    torch.testing.assert_close(transnormer_log_decay(4, 2, 3), -torch.tensor([0.25, 0.0625, 0.015625, 0.00390625]) * 1e-5)
+    slopes = torch.tensor([0.25, 0.0625, 0.015625, 0.00390625])  # alibi_slopes(4) = 2**-2, 2**-4, ...
+    torch.testing.assert_close(transnormer_log_decay(4, 0, 3), -slopes * (1 + 1e-5))
+    torch.testing.assert_close(transnormer_log_decay(4, 2, 3), -slopes * 1e-5)
     torch.testing.assert_close(fla_log_decay(4, 1, 4), torch.tensor([0.0, -1.5, -3.0, -4.5]))
 
 
