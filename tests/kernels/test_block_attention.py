@@ -146,3 +146,19 @@ def test_scores_torch_matches_naive(name) -> None:
     for row, lengths in enumerate(layout.docs):
         total = math.fsum(float(s) for s in naive[row])
         assert total == pytest.approx(1.0 if sum(lengths) else 0.0, abs=1e-6)
+
+
+def test_layout_rows_must_agree() -> None:
+    with pytest.raises(ValueError, match="one entry per row"):
+        BlockLayout.from_lists([1, 2], [[3]], [1, 1])
+    layout = BlockLayout.from_lists([2, 0], [[3, 0, 1], []], [2, 1])
+    assert (layout.batch_size, layout.num_docs, layout.seq_len) == (2, 3, 8)
+    assert layout.row_lengths == (8, 1) and layout.query_starts() == (6, 0)
+
+
+def test_importing_the_package_loads_neither_torch_nor_triton() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, rankline.kernels; assert not {'torch', 'triton'} & set(sys.modules), sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -142,3 +142,13 @@ def test_input_errors() -> None:
         lightning_attention(q, k[..., :3], v, [-0.1, -0.1])
     with pytest.raises(ValueError, match="layer_idx"):
         fla_log_decay(4, 4, 4)
+
+
+def test_float16_inputs_keep_their_dtype(assert_close) -> None:
+    q, k, v, _ = _inputs(1, 2, 70, 16, 16, torch.float16)
+    o, state = lightning_attention(q, k, v, [-0.1, -0.3], output_final_state=True, chunk_size=32, backend="torch")
+    o_ref, s_ref = lightning_attention(q.double(), k.double(), v.double(), [-0.1, -0.3], output_final_state=True,
+                                       backend="naive")
+    assert o.dtype == torch.float16 and state.dtype == torch.float32
+    assert_close("o", o, o_ref, 2e-3)
+    assert_close("state", state, s_ref, 1e-5)
