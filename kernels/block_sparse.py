@@ -160,10 +160,10 @@ def block_attention(
     backend: str = "auto",
 ) -> "torch.Tensor":
     """BlockRank attention output [B, Hq, T, D] (0 at padding tokens)."""
-    _check_shapes(q, k, v, layout)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     import torch
 
+    _check_shapes(q, k, v, layout)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     chosen = resolve_backend(backend, q)
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if chosen == "triton" and needs_grad:
@@ -214,10 +214,10 @@ def block_attention_scores(
             f"block_attention_scores: query_index[{b}][{t}] = {int(index[b, t])} is outside row {b}'s query block "
             f"[{int(q0[b])}, {int(q0[b] + n_query[b])})"
         )
-    selected = torch.gather(q, 2, index[:, None, :, None].expand(B, Hq, index.shape[1], D))  # [B, Hq, n, D]
     doc_of_token = layout.index(T, q.device).doc_of_token  # [B, T]
     if resolve_backend(backend, q) == "naive":
-        return _scores_naive(q, k, selected, index, doc_of_token, layout.num_docs, scale)
+        return _scores_naive(q, k, index, doc_of_token, layout.num_docs, scale)
+    selected = torch.gather(q, 2, index[:, None, :, None].expand(B, Hq, index.shape[1], D))  # [B, Hq, n, D]
     # Document tokens of every row lie in [smallest instruction length, largest query start).
     lo, hi = min(layout.instruction, default=0), max(layout.query_starts(), default=0)
     doc_of_token = doc_of_token[:, lo:hi]
@@ -235,7 +235,6 @@ def block_attention_scores(
 def _scores_naive(
     q: "torch.Tensor",
     k: "torch.Tensor",
-    selected: "torch.Tensor",
     index: "torch.Tensor",
     doc_of_token: "torch.Tensor",
     num_docs: int,
