@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from rankline.rerankers.batching import left_pad, length_sorted_chunks
+from rankline.rerankers.listwise import ListwiseReranker
 from rankline.rerankers.models import CausalLM
-from rankline.rerankers.prompts import MAX_IDENTIFIERS, Passage, fit_listwise_prompt, identifier
-from rankline.rerankers.ranking import SlidingWindow, WindowRequest, complete_permutation, rerank_sliding
-from rankline.retrieval.types import Hit, Query
+from rankline.rerankers.prompts import MAX_IDENTIFIERS, identifier
+from rankline.rerankers.ranking import WindowRequest, complete_permutation
 
 PARITY_MODES = ("rank_llm",)
 RANK_LLM_TOP_LOGPROBS = 30
@@ -54,7 +53,7 @@ def window_order(logprobs: Any, n: int, letter_of: dict[int, int], parity: str |
     return complete_permutation(ranked, n)
 
 
-class FirstReranker:
+class FirstReranker(ListwiseReranker):
     """FIRST over a causal LM; implements the `Reranker` protocol."""
 
     def __init__(
@@ -71,43 +70,25 @@ class FirstReranker:
     ):
         if parity is not None and parity not in PARITY_MODES:
             raise ValueError(f"parity must be one of {PARITY_MODES}, got {parity!r}")
-        if window > MAX_IDENTIFIERS:
-            raise ValueError(f"FIRST labels passages A..Z: window must be <= {MAX_IDENTIFIERS}, got {window}")
-        self.lm = lm
-        self.schedule = SlidingWindow(window, stride, depth)
-        self.batch_size = batch_size
-        max_positions = getattr(lm.model.config, "max_position_embeddings", None) or context_size
-        self.context_size = min(context_size, max_positions)
+        super().__init__(lm, window=window, stride=stride, depth=depth, batch_size=batch_size,
+                         context_size=context_size, progress=progress)
         self.parity = parity
-        self.progress = progress
+        self.token_budget = parity is None  # rank_llm fits prompts by words only
         self._letter_of = identifier_token_ids(lm.tokenizer)
 
-    def prompt(self, request: WindowRequest) -> str:
-        """The engine input of a window: the fitted chat prompt followed by "["."""
-        passages = [Passage(h.text, h.title) for h in request.hits]
-        return fit_listwise_prompt(
-            self.lm.tokenizer, request.query.text, passages,
-            context_size=self.context_size, token_budget=self.parity is None,
-        ) + "["
+    def engine_input(self, request: WindowRequest) -> str:
+        """The prompt followed by "[": the next token is the identifier of the best passage."""
+        return self.prompt(request) + "["
 
     def rank_windows(self, requests: Sequence[WindowRequest]) -> list[list[int]]:
         """One prefill per window, `batch_size` windows per forward pass."""
         import torch
 
-        tokenizer = self.lm.tokenizer
-        encoded = [tokenizer.encode(self.prompt(r)) for r in requests]
         perms: list[list[int]] = [[] for _ in requests]
-        for chunk in length_sorted_chunks([len(e) for e in encoded], self.batch_size):
-            batch = left_pad([encoded[i] for i in chunk], tokenizer.pad_token_id, self.lm.device)
+        for chunk, batch in self.batches(requests):
             with torch.inference_mode():
                 logits = self.lm.model(**batch.model_inputs(), logits_to_keep=1, use_cache=False).logits[:, -1, :]
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, i in enumerate(chunk):
                 perms[i] = window_order(logprobs[row], len(requests[i].hits), self._letter_of, self.parity)
         return perms
-
-    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
-        return self.rerank_batch([query], [hits])[0]
-
-    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
-        return rerank_sliding(queries, hits, self.rank_windows, self.schedule, progress=self.progress)

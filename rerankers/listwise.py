@@ -1,13 +1,18 @@
-"""Listwise generation baseline (RankZephyr style): the model writes "[B] > [A] > ..." for each window,
-which is parsed and repaired (repeats and unknown identifiers dropped, missing passages appended in
-their current order). Same prompt, windows and batching as FIRST, so the two differ only in
-generating the whole answer instead of reading one token's distribution."""
+"""Listwise reranking over sliding windows of the RankZephyr prompt, and the listwise generation baseline.
+
+`ListwiseReranker` is what FIRST and the generation baseline share: the prompt of a window (fitted to
+the context), the sliding-window schedule, and forward-pass batches of windows from different queries
+(length-sorted, left-padded). `ListwiseGenerationReranker` (RankZephyr style) lets the model write
+"[B] > [A] > ..." for each window, then parses and repairs it (repeats and unknown identifiers dropped,
+missing passages appended in their current order), so it differs from FIRST only in generating the
+whole answer instead of reading one token's distribution.
+"""
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
-from rankline.rerankers.batching import left_pad, length_sorted_chunks
+from rankline.rerankers.batching import LeftPadded, left_pad, length_sorted_chunks
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import MAX_IDENTIFIERS, Passage, fit_listwise_prompt, ranking_output_tokens
 from rankline.rerankers.ranking import SlidingWindow, WindowRequest, complete_permutation, rerank_sliding
@@ -21,8 +26,8 @@ def parse_ranking(text: str, n: int) -> list[int]:
     return complete_permutation([ord(m) - 65 for m in _IDENTIFIER.findall(text)], n)
 
 
-class ListwiseGenerationReranker:
-    """Greedy generation of the full ranking per window; implements the `Reranker` protocol."""
+class ListwiseReranker:
+    """Sliding windows of the listwise prompt; subclasses order a batch of windows in `rank_windows`."""
 
     def __init__(
         self,
@@ -36,29 +41,54 @@ class ListwiseGenerationReranker:
         progress: bool = False,
     ):
         if window > MAX_IDENTIFIERS:
-            raise ValueError(f"listwise generation labels passages A..Z: window must be <= {MAX_IDENTIFIERS}, got {window}")
+            raise ValueError(f"passages are labelled A..Z: window must be <= {MAX_IDENTIFIERS}, got {window}")
         self.lm = lm
         self.schedule = SlidingWindow(window, stride, depth)
         self.batch_size = batch_size
         max_positions = getattr(lm.model.config, "max_position_embeddings", None) or context_size
         self.context_size = min(context_size, max_positions)
         self.progress = progress
+        self.token_budget = True  # cut passages to a token budget where word capping cannot fit a window
 
     def prompt(self, request: WindowRequest) -> str:
+        """The rendered chat prompt of a window, fitted into the context."""
         passages = [Passage(h.text, h.title) for h in request.hits]
-        return fit_listwise_prompt(self.lm.tokenizer, request.query.text, passages, context_size=self.context_size)
+        return fit_listwise_prompt(self.lm.tokenizer, request.query.text, passages,
+                                   context_size=self.context_size, token_budget=self.token_budget)
+
+    def engine_input(self, request: WindowRequest) -> str:
+        """What the model reads for a window (the prompt; FIRST appends "[")."""
+        return self.prompt(request)
+
+    def batches(self, requests: Sequence[WindowRequest]) -> Iterator[tuple[list[int], LeftPadded]]:
+        """(request indices, left-padded batch) of at most `batch_size` windows of similar length."""
+        tokenizer = self.lm.tokenizer
+        encoded = [tokenizer.encode(self.engine_input(r)) for r in requests]
+        for chunk in length_sorted_chunks([len(e) for e in encoded], self.batch_size):
+            yield chunk, left_pad([encoded[i] for i in chunk], tokenizer.pad_token_id, self.lm.device)
+
+    def rank_windows(self, requests: Sequence[WindowRequest]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
+        return self.rerank_batch([query], [hits])[0]
+
+    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
+        return rerank_sliding(queries, hits, self.rank_windows, self.schedule, progress=self.progress)
+
+
+class ListwiseGenerationReranker(ListwiseReranker):
+    """Greedy generation of the full ranking per window; implements the `Reranker` protocol."""
 
     def rank_windows(self, requests: Sequence[WindowRequest]) -> list[list[int]]:
         import torch
 
         tokenizer = self.lm.tokenizer
-        encoded = [tokenizer.encode(self.prompt(r)) for r in requests]
         perms: list[list[int]] = [[] for _ in requests]
-        for chunk in length_sorted_chunks([len(e) for e in encoded], self.batch_size):
-            batch = left_pad([encoded[i] for i in chunk], tokenizer.pad_token_id, self.lm.device)
+        for chunk, batch in self.batches(requests):
             max_new = max(ranking_output_tokens(tokenizer, len(requests[i].hits)) for i in chunk)
             with torch.inference_mode():
-                out = self.lm.model.generate(
+                out: Any = self.lm.model.generate(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max_new,
                     do_sample=False, pad_token_id=tokenizer.pad_token_id,
                 )
@@ -66,9 +96,3 @@ class ListwiseGenerationReranker:
             for i, answer in zip(chunk, answers):
                 perms[i] = parse_ranking(answer, len(requests[i].hits))
         return perms
-
-    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
-        return self.rerank_batch([query], [hits])[0]
-
-    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
-        return rerank_sliding(queries, hits, self.rank_windows, self.schedule, progress=self.progress)

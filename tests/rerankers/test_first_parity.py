@@ -32,7 +32,7 @@ def _check_cases(lm, fixture: Path, suffix: str, batch_size: int) -> None:
         query = Query(case["qid"], case["query"])
         hits = [Hit(c["docid"], c["score"], c["text"], c.get("title", "")) for c in case["candidates"]]
         start, end = reranker.schedule.bounds(len(hits))[0]
-        assert reranker.prompt(WindowRequest(query, tuple(hits[start:end]))) == prompts[case["qid"]], case["qid"]
+        assert reranker.engine_input(WindowRequest(query, tuple(hits[start:end]))) == prompts[case["qid"]], case["qid"]
         out = reranker.rerank(query, hits)
         assert [h.docid for h in out] == expected[case["qid"]], case["qid"]
         assert all(a.score > b.score for a, b in zip(out, out[1:]))

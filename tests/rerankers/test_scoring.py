@@ -71,7 +71,7 @@ def test_first_default_mode_orders_each_window_by_identifier_logprobs(lm):
     letter_of = identifier_token_ids(lm.tokenizer)
     for seed, n in [(1, 20), (2, 13)]:
         request = WindowRequest(Query("q", "paris art"), tuple(_hits(n, seed)))
-        logprobs = _last_logprobs(lm, reranker.prompt(request))
+        logprobs = _last_logprobs(lm, reranker.engine_input(request))
         best = {p: max(logprobs[t].item() for t, q in letter_of.items() if q == p) for p in range(n)}
         expected = sorted(range(n), key=lambda p: (-best[p], p))
         assert reranker.rank_windows([request])[0] == expected
