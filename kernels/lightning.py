@@ -86,6 +86,11 @@ def lightning_attention_naive(
     return (scale * o).to(dtype), state
 
 
+# Tokens per pass of the chunked path: its intermediates (scores, weighted keys, entering states) stay
+# cache-sized instead of streaming sequence-sized tensors through memory several times.
+_SEGMENT_TOKENS = 512
+
+
 def chunked_linear_attention(
     q: "torch.Tensor",
     k: "torch.Tensor",
@@ -99,24 +104,44 @@ def chunked_linear_attention(
 
     Inside a chunk of C tokens: (q k^T * decay mask) v. Between chunks: the state entering chunk c adds
     exp(g * (i + 1)) q_i S_c to local position i, and S_{c+1} = exp(g * L_c) S_c + sum_j exp(g * (L_c - 1 - j)) k_j v_j^T.
+    The sequence is processed in segments of whole chunks, carrying the state from one to the next.
     """
+    B, H, T, Dk = q.shape
+    C = max(1, min(chunk_size, T))
+    segment = max(C, _SEGMENT_TOKENS // C * C)
+    o = v.new_empty(B, H, T, v.shape[-1])
+    state = q.new_zeros(B, H, Dk, v.shape[-1]) if initial_state is None else initial_state.to(q.dtype).clone()
+    for lo in range(0, T, segment):
+        hi = min(T, lo + segment)
+        o[:, :, lo:hi] = _chunked_segment(q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], log_decay, state, C, scale)
+    return o, state
+
+
+def _chunked_segment(
+    q: "torch.Tensor",
+    k: "torch.Tensor",
+    v: "torch.Tensor",
+    log_decay: "torch.Tensor",
+    state: "torch.Tensor",
+    C: int,
+    scale: float,
+) -> "torch.Tensor":
+    """One segment of ``chunked_linear_attention``: returns its output and advances ``state`` in place."""
     import torch
     import torch.nn.functional as F
 
     B, H, T, Dk = q.shape
     Dv = v.shape[-1]
-    C = max(1, min(chunk_size, T))
     n = -(-T // C)
     pad = n * C - T
     if pad:  # zero keys and values add nothing; the last chunk's real length is handled below
         q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
-    qc, kc, vc = q.view(B, H, n, C, Dk), k.view(B, H, n, C, Dk), v.view(B, H, n, C, Dv)
+    qc, kc, vc = q.unflatten(2, (n, C)), k.unflatten(2, (n, C)), v.unflatten(2, (n, C))
     g = log_decay.to(q.dtype)
     pos = torch.arange(C, device=q.device, dtype=q.dtype)
     lag = pos[:, None] - pos[None, :]
     intra_decay = _exp_masked(g[:, None, None] * lag, lag >= 0) * scale  # [H, C, C]; scale rides on the weights
-    scores = qc @ kc.transpose(-1, -2)
-    o = scores.mul_(intra_decay[:, None]) @ vc  # [B, H, n, C, Dv]
+    o = (qc @ kc.transpose(-1, -2)).mul_(intra_decay[:, None]) @ vc  # [B, H, n, C, Dv]
 
     lengths = torch.full((n,), C, device=q.device, dtype=q.dtype)
     lengths[-1] = T - (n - 1) * C
@@ -125,13 +150,12 @@ def chunked_linear_attention(
     local_states = (kc * key_weight[..., None]).transpose(-1, -2) @ vc  # [B, H, n, Dk, Dv]
     chunk_decay = torch.exp(g[:, None] * lengths).T.reshape(n, H, 1, 1).unbind(0)
     entering = torch.empty_like(local_states)  # the state before each chunk
-    state = q.new_zeros(B, H, Dk, Dv) if initial_state is None else initial_state.to(q.dtype).clone()
     for c in range(n):  # the only sequential part: n [Dk, Dv] updates
         entering[:, :, c] = state
         state.mul_(chunk_decay[c]).add_(local_states[:, :, c])
     query_weight = torch.exp(g[:, None, None] * (pos + 1)[:, None]) * scale  # [H, C, 1]
-    o.view(-1, C, Dv).baddbmm_((qc * query_weight[:, None]).view(-1, C, Dk), entering.view(-1, Dk, Dv))
-    return o.reshape(B, H, n * C, Dv)[:, :, :T], state
+    o.view(-1, C, Dv).baddbmm_((qc * query_weight[:, None]).reshape(-1, C, Dk), entering.view(-1, Dk, Dv))
+    return o.flatten(2, 3)[:, :, :T]
 
 
 def lightning_attention_backward(

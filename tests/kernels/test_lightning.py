@@ -37,7 +37,8 @@ def test_naive_matches_explicit_recurrence() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
-    ("t", "dk", "dv", "chunk"), [(63, 60, 100, 16), (500, 100, 60, 64), (500, 64, 64, 128), (1, 8, 8, 64)]
+    ("t", "dk", "dv", "chunk"),
+    [(63, 60, 100, 16), (500, 100, 60, 64), (500, 64, 64, 128), (1, 8, 8, 64), (1100, 32, 24, 48)],  # 1100: 3 segments
 )
 @pytest.mark.parametrize("with_state", [False, True])
 def test_torch_path_output_state_and_gradients(dtype, t, dk, dv, chunk, with_state, assert_close) -> None:
