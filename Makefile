@@ -59,6 +59,12 @@ demo: $(STAMP)
 	$(BIN)/rankline batch-rerank --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
 		--topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --corpus $(DATA)/trec-dl-2019/passages.jsonl.gz \
 		--reranker first --depth 20 --limit 4 --workers 2 --out $(OUT)/dl19-bm25-first-batch.trec
+	# FIRST (single-token listwise) with the embedded SmolLM2 on the SciFact BM25 top 20 of the first 3 test queries,
+	# then nDCG@10 per query next to BM25 (paired over the 3 common queries).
+	$(BIN)/rankline rerank --candidates $(OUT)/scifact-bm25.trec --topics $(DATA)/beir/scifact/queries.jsonl \
+		--corpus $(DATA)/beir/scifact/corpus.jsonl --reranker first --depth 20 --limit 3 --out $(OUT)/scifact-bm25-first.trec
+	$(BIN)/rankline eval $(DATA)/beir/scifact/qrels/test.tsv $(OUT)/scifact-bm25.trec $(OUT)/scifact-bm25-first.trec \
+		-m nDCG@10 --per-query
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
