@@ -9,7 +9,8 @@ sorts documents by length before batching; pyserini's AutoDocumentEncoder (what 
 pyserini.encode` runs) batches in corpus order. Search: the BEIR test queries of --corpus against the
 same FAISS index (the --index folder's, built with `rankline index` when missing), top 100, through
 rankline's DenseRetriever.search_batch and pyserini's FaissSearcher.batch_search with the same query
-encoder weights. Both run with --threads torch and FAISS threads. The table also checks that the two
+encoder weights. Both run with --threads torch and FAISS threads; each side is timed --rounds times,
+alternating which goes first, and its fastest round counts. The table also checks that the two
 paths agree (max embedding difference, top-10 overlap).
 """
 from __future__ import annotations
@@ -30,10 +31,18 @@ from rankline.retrieval.encoder import DEFAULT_ENCODER, load_encoder, resolve_en
 from rankline.retrieval.lucene_env import pyserini_faiss
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
+def best_of(rounds: int, ours, theirs) -> tuple[tuple, tuple]:
+    """((result, best seconds) of `ours`, same of `theirs`): each round times both, alternating which
+    goes first, so load from other processes on a shared machine hits both alike; the fastest round
+    of each counts."""
+    times: dict[int, list[float]] = {0: [], 1: []}
+    results: dict[int, object] = {}
+    for r in range(rounds):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            results[i] = (ours, theirs)[i]()
+            times[i].append(time.perf_counter() - start)
+    return (results[0], min(times[0])), (results[1], min(times[1]))
 
 
 def pyserini_encode(encoder, docs, batch_size: int) -> np.ndarray:
@@ -58,6 +67,7 @@ def main() -> None:
     parser.add_argument("--corpus", default="../shared/data/beir/scifact", help="BEIR folder")
     parser.add_argument("--index", default="out/demo/scifact-index", help="rankline index folder of --corpus")
     parser.add_argument("--docs", type=int, default=1000, help="documents to encode")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side; the fastest counts")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--k", type=int, default=100)
@@ -82,8 +92,9 @@ def main() -> None:
     with torch.inference_mode():
         ours.encode_documents(texts[:8], batch_size=8)  # warm-up
         pyserini_encode(theirs, docs[:8], 8)
-        emb_ours, t_ours = timed(ours.encode_documents, texts, batch_size=args.batch_size)
-        emb_theirs, t_theirs = timed(pyserini_encode, theirs, docs, args.batch_size)
+        (emb_ours, t_ours), (emb_theirs, t_theirs) = best_of(
+            args.rounds, lambda: ours.encode_documents(texts, batch_size=args.batch_size),
+            lambda: pyserini_encode(theirs, docs, args.batch_size))
     diff = float(np.abs(emb_ours - emb_theirs).max())
 
     retriever = open_retriever(index_dir, "dense", with_text=False)
@@ -93,9 +104,9 @@ def main() -> None:
         with torch.inference_mode():
             retriever.search_batch(queries[:4], args.k)
             searcher.batch_search([q.text for q in queries[:4]], [q.qid for q in queries[:4]], args.k, args.threads)
-            hits_ours, s_ours = timed(retriever.search_batch, queries, args.k)
-            hits_theirs, s_theirs = timed(searcher.batch_search, [q.text for q in queries], [q.qid for q in queries],
-                                          args.k, args.threads)
+            (hits_ours, s_ours), (hits_theirs, s_theirs) = best_of(
+                args.rounds, lambda: retriever.search_batch(queries, args.k),
+                lambda: searcher.batch_search([q.text for q in queries], [q.qid for q in queries], args.k, args.threads))
     overlap = np.mean([len({h.docid for h in mine[:10]} & {h.docid for h in hits_theirs[q.qid][:10]}) / 10
                        for q, mine in zip(queries, hits_ours)])
 
@@ -103,7 +114,8 @@ def main() -> None:
         ("encode (docs/s)", len(docs) / t_ours, len(docs) / t_theirs),
         ("search (queries/s)", len(queries) / s_ours, len(queries) / s_theirs),
     ]
-    print(f"{len(docs)} documents, {len(queries)} queries, {args.threads} threads, batch {args.batch_size}, top {args.k}")
+    print(f"{len(docs)} documents, {len(queries)} queries, {args.threads} threads, batch {args.batch_size}, top {args.k}, "
+          f"best of {args.rounds} alternating rounds")
     print(f"{'':20} {'rankline':>10} {'pyserini':>10} {'ratio':>7}")
     for name, a, b in rows:
         print(f"{name:20} {a:10.1f} {b:10.1f} {a / b:6.2f}x")
