@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import sys
 import time
 from collections import Counter
@@ -143,6 +142,9 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=5, help="candidates reranked per request (tiny top-k)")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="reranker LLM (default: embedded SmolLM2)")
     parser.add_argument("--malformed-every", type=int, default=10, help="every N-th request is malformed (0: none)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of each side: the in-process pipeline (torch, FAISS) and each Serve "
+                             "stage replica (its Ray CPUs, which Ray turns into OMP_NUM_THREADS); default 1")
     parser.add_argument("--no-rerank", action="store_true", help="skip the reranking mode")
     args = parser.parse_args()
 
@@ -160,6 +162,11 @@ def main() -> int:
     texts = [topics[qid] for qid in read_qrels(args.data / "qrels" / "test.tsv")]
     retriever = Factory(open_retriever, (str(args.index),), {"method": "dense"})
 
+    import faiss
+    import torch
+
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
     print(f"in-process retrieval-only pipeline, {len(texts)} SciFact test queries, k={args.k} ...", file=sys.stderr)
     pipe = Pipeline.builder().retrieve(retriever, k=args.k).build()
     pipe.search(texts[0], args.k)  # load the encoder and the index before timing
@@ -171,7 +178,9 @@ def main() -> int:
     if not args.no_rerank:
         reranker = Factory(llm_reranker, ("first", args.model), {"device": "cpu", "window": args.depth})
     config = PipelineConfig(retriever, args.k, reranker, args.depth,
-                            ServeSettings(max_k=100, max_query_chars=2000, max_batch_size=batch))
+                            ServeSettings(max_k=100, max_query_chars=2000, max_batch_size=batch,
+                                          retriever_resources={"CPU": args.threads},
+                                          reranker_resources={"CPU": args.threads}))
     ensure_ray()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -191,7 +200,8 @@ def main() -> int:
 
     print(f"\nrankline serve on 127.0.0.1, SciFact dense MiniLM (k={args.k})"
           + ("" if args.no_rerank else f", FIRST {args.model} on the top {args.depth}")
-          + f"; {args.duration:.0f} s per level, every {args.malformed_every}th request malformed\n")
+          + f"; {args.duration:.0f} s per level, every {args.malformed_every}th request malformed; "
+          + f"{args.threads} thread(s) per stage on each side\n")
     header = f"{'mode':<16}{'clients':>8}{'ok/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  {'malformed 4xx':>14}  statuses"
     print(header)
     print("-" * len(header))

@@ -25,7 +25,9 @@ class StageActor:
     def rerank_head(self, queries: Sequence[Query], hits_lists: Sequence[Sequence[Hit]], depth: int) -> list[list[Hit]]:
         return rerank_head(self.stage, queries, hits_lists, depth)
 
-    def rerank_queries(self, queries: Sequence[Query], hits_lists: Sequence[Sequence[Hit]]) -> list[tuple[str, list[Hit]]]:
+    def rerank_queries(
+        self, queries: Sequence[Query], hits_lists: Sequence[Sequence[Hit]]
+    ) -> list[tuple[str, list[Hit]]]:
         """(qid, reranked hits) for each query: the whole candidate list goes to the reranker."""
         return [(q.qid, hits) for q, hits in zip(queries, self.stage.rerank_batch(list(queries), list(hits_lists)))]
 

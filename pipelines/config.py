@@ -43,7 +43,8 @@ class ServeSettings:
     reranker_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
     max_query_chars: int = 2000
     max_k: int = 100
-    max_batch_size: int = 8  # requests batched into one reranker call
+    max_batch_size: int = 8  # concurrent requests batched into one retriever / reranker call
+    max_ongoing_requests: int = 100  # requests the ingress replica handles at once (the rest queue)
     batch_wait_timeout_s: float = 0.01
     request_timeout_s: float = 120.0
 
@@ -90,7 +91,8 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
                 raise ValueError(f"{where}: serve.{key} must map resource names to amounts, got {value!r}")
             continue
         expected = type(getattr(defaults, key))
-        if isinstance(value, bool) or not (isinstance(value, expected) or (expected is float and _is_number(value))) or not value > 0:
+        right_type = isinstance(value, expected) or (expected is float and _is_number(value))
+        if isinstance(value, bool) or not right_type or not value > 0:
             raise ValueError(f"{where}: serve.{key} must be a positive {expected.__name__}, got {value!r}")
     serve = ServeSettings(**serve_data)
     return PipelineConfig(retriever, k, reranker, depth, serve, where)

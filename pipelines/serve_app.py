@@ -76,6 +76,9 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
+_ROUTES = frozenset({"/search", "/health", "/metrics", "/openapi.json", "/docs"})
+
+
 def _metrics(request: Request) -> ServiceMetrics:
     state = request.app.state
     if getattr(state, "metrics", None) is None:
@@ -123,18 +126,21 @@ def build_app(config: PipelineConfig) -> "serve.Application":
     @app.middleware("http")
     async def _count(request: Request, call_next: Any):
         metrics = _metrics(request)
+        path = request.url.path if request.url.path in _ROUTES else "other"  # bounded label values
         start = time.perf_counter()
         try:
             response = await call_next(request)
         except Exception:
-            metrics.requests.labels(request.url.path, "500").inc()
+            metrics.requests.labels(path, "500").inc()
             raise
-        metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        metrics.requests.labels(path, str(response.status_code)).inc()
         if request.url.path == "/search" and response.status_code == 200:
             metrics.latency.labels("total").observe(time.perf_counter() - start)
         return response
 
-    @serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0})  # I/O only, like Serve's proxy
+    # I/O only, like Serve's proxy: no CPU reserved; it holds many requests while the stages batch them
+    @serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0},
+                      max_ongoing_requests=settings.max_ongoing_requests)
     @serve.ingress(app)
     class SearchAPI:
         def __init__(self, retriever: Any, reranker: Any):
@@ -158,7 +164,8 @@ def build_app(config: PipelineConfig) -> "serve.Application":
             if not body.query.strip():
                 raise HTTPException(422, "query must not be empty")
             if len(body.query) > settings.max_query_chars:
-                raise HTTPException(422, f"query is {len(body.query)} characters long; the limit is {settings.max_query_chars}")
+                limit = settings.max_query_chars
+                raise HTTPException(422, f"query is {len(body.query)} characters long; the limit is {limit}")
             if not 1 <= body.k <= max_k:
                 raise HTTPException(422, f"k must be between 1 and {max_k}, got {body.k}")
             rerank = has_reranker if body.rerank is None else body.rerank
@@ -184,13 +191,17 @@ def build_app(config: PipelineConfig) -> "serve.Application":
         async def metrics(self, request: Request) -> PlainTextResponse:
             return PlainTextResponse(_metrics(request).text(), media_type="text/plain; version=0.0.4")
 
+    # A stage replica accepts two full batches at once (Serve's default of 5 would cap every batch at 5).
+    ongoing = 2 * settings.max_batch_size
     retriever = RetrieverDeployment.options(
-        num_replicas=settings.retriever_replicas, ray_actor_options=ray_resources(settings.retriever_resources)
+        num_replicas=settings.retriever_replicas, ray_actor_options=ray_resources(settings.retriever_resources),
+        max_ongoing_requests=ongoing,
     ).bind(config.retriever, settings.max_batch_size, settings.batch_wait_timeout_s)
     reranker = None
     if has_reranker:
         reranker = RerankerDeployment.options(
-            num_replicas=settings.reranker_replicas, ray_actor_options=ray_resources(settings.reranker_resources)
+            num_replicas=settings.reranker_replicas, ray_actor_options=ray_resources(settings.reranker_resources),
+            max_ongoing_requests=ongoing,
         ).bind(config.reranker, config.depth, settings.max_batch_size, settings.batch_wait_timeout_s)
     return SearchAPI.bind(retriever, reranker)
 

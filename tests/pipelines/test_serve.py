@@ -99,7 +99,9 @@ def test_health_openapi_and_metrics(endpoint):
     assert "/search" in schema["paths"] and "SearchRequest" in str(schema)
     client.post("/search", json={"query": "ray"})
     client.post("/search", json={"query": ""})
+    assert client.get("/no/such/path").status_code == 404
     text = client.get("/metrics").text
+    assert 'rankline_requests_total{path="other",status="404"}' in text
     assert 'rankline_requests_total{path="/search",status="200"}' in text
     assert 'rankline_requests_total{path="/search",status="422"}' in text
     assert 'rankline_stage_latency_seconds_count{stage="rerank"}' in text
