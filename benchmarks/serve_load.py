@@ -145,6 +145,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of each side: the in-process pipeline (torch, FAISS) and each Serve "
                              "stage replica (its Ray CPUs, which Ray turns into OMP_NUM_THREADS); default 1")
+    parser.add_argument("--request-timeout", type=float, default=120.0,
+                        help="the service's per-stage budget; a request waiting longer is answered 503 (default 120)")
     parser.add_argument("--no-rerank", action="store_true", help="skip the reranking mode")
     args = parser.parse_args()
 
@@ -180,7 +182,8 @@ def main() -> int:
     config = PipelineConfig(retriever, args.k, reranker, args.depth,
                             ServeSettings(max_k=100, max_query_chars=2000, max_batch_size=batch,
                                           retriever_resources={"CPU": args.threads},
-                                          reranker_resources={"CPU": args.threads}))
+                                          reranker_resources={"CPU": args.threads},
+                                          request_timeout_s=args.request_timeout))
     ensure_ray()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
