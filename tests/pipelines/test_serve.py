@@ -13,6 +13,23 @@ from rankline.pipelines.config import load_config
 pytestmark = pytest.mark.ray
 
 
+def _toy_config(toy, folder, reranker_kwargs: str, serve_section: str):
+    path = folder / "toy.yaml"
+    path.write_text(
+        f"""
+retriever:
+  factory: "{toy.__name__}:KeywordRetriever"
+  k: 8
+reranker:
+  factory: "{toy.__name__}:ShortestFirstReranker"
+  kwargs: {reranker_kwargs}
+  depth: 3
+serve: {serve_section}
+"""
+    )
+    return load_config(path)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -27,34 +44,19 @@ def endpoint(ray_session, toy, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serve")
     crash = tmp / "crash-next-call"
-    cfg_path = tmp / "toy.yaml"
-    cfg_path.write_text(
-        f"""
-retriever:
-  factory: "{toy.__name__}:KeywordRetriever"
-  k: 8
-reranker:
-  factory: "{toy.__name__}:ShortestFirstReranker"
-  kwargs: {{crash_file: "{crash}"}}
-  depth: 3
-serve:
-  max_k: 5
-  max_query_chars: 40
-"""
-    )
-    config = load_config(cfg_path)
+    config = _toy_config(toy, tmp, f'{{crash_file: "{crash}"}}', "{max_k: 5, max_query_chars: 40}")
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(config), name="toy", route_prefix="/")
     import httpx
 
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-        yield client, config, crash
+        yield client, config, crash, tmp
     serve.shutdown()
 
 
 def test_search_matches_in_process_pipeline(endpoint):
-    client, config, _ = endpoint
+    client, config, *_ = endpoint
     pipe = config.pipeline()
     for query, k, rerank in [("ray actors python", 3, None), ("documents query ranks", 5, False), ("vectors", 2, True)]:
         body = {"query": query, "k": k} | ({} if rerank is None else {"rerank": rerank})
@@ -86,14 +88,14 @@ def test_search_matches_in_process_pipeline(endpoint):
     ],
 )
 def test_bad_requests_are_4xx_with_a_reason(endpoint, content, status, message):
-    client, _, _ = endpoint
+    client, *_ = endpoint
     r = client.post("/search", content=content, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     assert message in r.json()["detail"]
 
 
 def test_health_openapi_and_metrics(endpoint):
-    client, _, _ = endpoint
+    client, *_ = endpoint
     assert client.get("/health").json() == {"status": "ok", "reranker": True}
     schema = client.get("/openapi.json").json()
     assert "/search" in schema["paths"] and "SearchRequest" in str(schema)
@@ -108,7 +110,7 @@ def test_health_openapi_and_metrics(endpoint):
 
 
 def test_dead_reranker_replica_gives_503_then_recovers(endpoint):
-    client, _, crash = endpoint
+    client, _, crash, _ = endpoint
     crash.write_text("")
     r = client.post("/search", json={"query": "ray actors"})
     assert r.status_code == 503, r.text
@@ -121,3 +123,29 @@ def test_dead_reranker_replica_gives_503_then_recovers(endpoint):
             break
         time.sleep(1)
     assert r.status_code == 200
+
+
+def test_concurrent_requests_share_reranker_calls(endpoint, toy):
+    """Four callers at once: with room for 4 per batch and a long wait, Serve hands the reranker all
+    four in one rerank_batch call, and each caller still gets its own in-process answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    from rankline.pipelines.serve_app import build_app
+
+    client, _, _, tmp = endpoint
+    folder = tmp / "batched"
+    folder.mkdir()
+    log = folder / "calls.log"
+    config = _toy_config(toy, folder, f'{{log_file: "{log}"}}', "{max_batch_size: 4, batch_wait_timeout_s: 30}")
+    serve.run(build_app(config), name="batched", route_prefix="/batched")
+    texts = ["ray actors python", "dense vectors", "bm25 documents", "trec run files"]
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda t: client.post("/batched/search", json={"query": t, "k": 3}), texts))
+    assert [len(line.split()) for line in log.read_text().splitlines()] == [4]
+    pipe = config.pipeline()
+    for text, reply in zip(texts, replies):
+        assert reply.status_code == 200, reply.text
+        assert [h["docid"] for h in reply.json()["hits"]] == [h.docid for h in pipe.search(text, 3)]
+    serve.delete("batched")

@@ -45,7 +45,7 @@ class KeywordRetriever:
 class ShortestFirstReranker:
     """Shorter text ranks higher. `crash_file`: if it exists, the first call in a process removes
     it and kills the process (a reranker replica dying mid-job, once). `log_file`: every reranked
-    qid is appended to it, one per line (to count recomputation)."""
+    qid is appended to it, one line per call (to count recomputation and see batches)."""
 
     def __init__(self, crash_file: str | None = None, log_file: str | None = None):
         self.crash_file, self.log_file = crash_file, log_file
@@ -59,7 +59,7 @@ class ShortestFirstReranker:
             os._exit(1)
         if self.log_file:
             with open(self.log_file, "a") as fh:
-                fh.write("".join(f"{q.qid}\n" for q in queries))
+                fh.write(" ".join(q.qid for q in queries) + "\n")
         out = []
         for hs in hits:
             order = sorted(hs, key=lambda h: (len(h.text), h.docid))
