@@ -93,12 +93,12 @@ async def _client(http, texts: list[str], offset: int, end: float, rerank: bool,
 
 
 async def run_load(url: str, texts: list[str], clients: int, duration: float, rerank: bool, k: int,
-                   malformed_every: int) -> LoadResult:
+                   malformed_every: int, timeout: float) -> LoadResult:
     import httpx
 
     result = LoadResult("retrieve+rerank" if rerank else "retrieve", clients, duration)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
         start = time.perf_counter()
         end = start + duration
         await asyncio.gather(*(_client(http, texts, c, end, rerank, k, malformed_every, result) for c in range(clients)))
@@ -193,11 +193,13 @@ def main() -> int:
         print(f"starting the Serve app on {url} ...", file=sys.stderr)
         serve.run(build_app(config), name="rankline-bench", route_prefix="/")
         for rerank in ([False] if args.no_rerank else [False, True]):
-            asyncio.run(run_load(url, texts, 1, 3.0, rerank, args.k, 0))  # warm-up, not reported
+            # the client waits out both stages' budgets, so a slow answer is the server's 503, not a client timeout
+            timeout = 2 * args.request_timeout + 30
+            asyncio.run(run_load(url, texts, 1, 3.0, rerank, args.k, 0, timeout))  # warm-up, not reported
             for clients in args.clients:
                 print(f"load: rerank={rerank} clients={clients} for {args.duration:.0f}s ...", file=sys.stderr)
                 results.append(asyncio.run(run_load(url, texts, clients, args.duration, rerank, args.k,
-                                                    args.malformed_every)))
+                                                    args.malformed_every, timeout)))
     finally:
         serve.shutdown()
 
