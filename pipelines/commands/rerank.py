@@ -14,45 +14,18 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 HELP = "rerank candidate lists with an LLM reranker (FIRST, listwise generation, query likelihood, BlockRank) into a TREC run"
 
-# CLI option -> reranker keyword; None-valued options are left to the reranker's default.
-RERANKER_OPTIONS = {"window": "window", "stride": "stride", "depth": "depth", "batch_size": "batch_size",
-                    "parity": "parity", "context_size": "context_size",
-                    "layer": "layer", "max_block_tokens": "max_block_tokens", "calibrate": "calibrate"}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rankline.rerankers.models import DEFAULT_MODEL
-    from rankline.rerankers.registry import RERANKERS
+    from rankline.pipelines.commands._reranker_options import add_reranker_arguments
 
     parser.add_argument("--candidates", required=True, type=Path,
                         help="requests jsonl, rank_llm retrieve-results JSON(.gz), or a TREC run (with --topics, --corpus)")
-    parser.add_argument("--topics", type=Path, help="queries of a TREC run: qid<TAB>text or BEIR queries.jsonl")
-    parser.add_argument("--corpus", type=Path, help="passages of a TREC run: BEIR corpus.jsonl, pyserini jsonl(.gz) or TSV")
-    parser.add_argument("--reranker", choices=sorted(RERANKERS), default="first", help="default: first")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"HF id or local folder (default: the embedded {DEFAULT_MODEL})")
-    parser.add_argument("--window", type=int, help="passages per listwise window (default 20)")
-    parser.add_argument("--stride", type=int, help="window stride (default 10)")
-    parser.add_argument("--depth", type=int, help="rerank the top DEPTH candidates; the rest keep their order (default 100)")
-    parser.add_argument("--parity", choices=["rank_llm"], help="FIRST: reproduce rank_llm 0.26.0 exactly")
-    parser.add_argument("--batch-size", type=int, help="sequences per forward pass")
-    parser.add_argument("--context-size", type=int, help="FIRST: prompt token budget (default 4096)")
-    parser.add_argument("--layer", type=int, help="BlockRank: decoder layer read for the scores (default: 20/32 of the depth)")
-    parser.add_argument("--max-block-tokens", type=int, help="BlockRank: block size cap in tokens (default 384)")
-    parser.add_argument("--calibrate", action="store_true", default=None,
-                        help="BlockRank: subtract the scores of a content-free query (ICLR 2025 calibration)")
+    add_reranker_arguments(parser)
     parser.add_argument("--query-group", type=int, default=1,
                         help="queries reranked together, their windows sharing forward passes; progress is saved "
                              "after each group (default 1)")
-    parser.add_argument("--limit", type=int, help="rerank only the first LIMIT queries of the candidates file")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
-    parser.add_argument("--tag", default="rankline", help="run tag (last column)")
-    parser.add_argument("--out", required=True, type=Path, help="output TREC run")
 
 
 def _partial_paths(out: Path) -> tuple[Path, Path]:
@@ -88,13 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from rankline.pipelines.candidates import read_candidates
+    from rankline.pipelines.commands._reranker_options import reranker_options
     from rankline.rerankers.models import load_causal_lm
     from rankline.rerankers.registry import build_reranker
 
-    if not args.tag or any(c.isspace() for c in args.tag):
-        raise ValueError(f"--tag must be one non-empty word, got {args.tag!r}")
-    options: dict[str, Any] = {key: getattr(args, flag) for flag, key in RERANKER_OPTIONS.items()
-                               if getattr(args, flag) is not None}
+    options = reranker_options(args)
     lists = read_candidates(args.candidates, topics=args.topics, corpus=args.corpus)
     if args.limit is not None:
         lists = lists[: args.limit]
