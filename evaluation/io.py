@@ -29,6 +29,13 @@ def open_text(path: str | os.PathLike) -> IO[str]:
     return open(path, encoding="utf-8")
 
 
+def _new_file_mode() -> int:
+    """The mode a plain open() would give a new file: 0666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Write `path` all at once: the content goes to a temporary file beside it, which replaces
@@ -47,6 +54,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             else:
                 with open(raw.fileno(), "w", encoding="utf-8", closefd=False) as fh:
                     yield fh
+        os.chmod(tmp, _new_file_mode())  # mkstemp's 0600 would make every output private
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

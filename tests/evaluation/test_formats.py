@@ -208,3 +208,17 @@ def test_ranks_follow_trec_eval_single_precision_ties(tmp_path: Path) -> None:
     write_run(tmp_path / "r.trec", run)
     assert [line.split()[2] for line in (tmp_path / "r.trec").read_text().splitlines()] == ["c", "b", "a"]
     assert read_run(tmp_path / "r.trec")["q"]["a"] == 1.0 + 1e-9  # full precision kept
+
+
+def test_atomic_write_gives_outputs_the_usual_file_mode(tmp_path):
+    import os
+
+    from rankline.evaluation.io import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "run.trec") as fh:
+            fh.write("1 Q0 d1 1 1.0 t\n")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "run.trec").stat().st_mode & 0o777 == 0o644
