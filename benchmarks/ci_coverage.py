@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from rankline.evaluation.formats import read_qrels, read_run
 from rankline.evaluation.io import atomic_write
 from rankline.evaluation.label_dist import empirical_label_dist
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(os.environ.get("RANKLINE_SHARED", Path(__file__).resolve().parents[1].parent / "shared")) / "data"
 DL19 = SHARED / "trec-dl-2019"
 ENSEMBLE = "all-files"
 HUMAN_ONLY = ("human", "bootstrap")
