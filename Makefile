@@ -26,7 +26,28 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	mkdir -p $(OUT)
-	# 1. Evaluate the TREC DL 2019 first-stage candidate runs (BM25, TAS-B, SPLADE++) against the NIST qrels.
+	# First-stage retrieval on BEIR SciFact: one index folder (dense MiniLM + BM25; reused when its manifest matches),
+	# the 300 test queries by BM25, dense and hybrid (RRF), then nDCG@10 and R@100 (published: BM25 0.679, MiniLM 0.645).
+	$(BIN)/rankline index $(DATA)/beir/scifact --out $(OUT)/scifact-index
+	for m in bm25 dense hybrid; do $(BIN)/rankline retrieve $(OUT)/scifact-index --topics $(DATA)/beir/scifact \
+		--method $$m --k 1000 --out $(OUT)/scifact-$$m.trec || exit 1; done
+	$(BIN)/rankline eval $(DATA)/beir/scifact/qrels/test.tsv $(OUT)/scifact-bm25.trec $(OUT)/scifact-dense.trec \
+		$(OUT)/scifact-hybrid.trec -m nDCG@10 R@100
+	# FIRST (single-token listwise) with the embedded SmolLM2 on the SciFact BM25 top 20 of the first 3 test queries,
+	# then nDCG@10 per query next to BM25 (paired over the 3 common queries).
+	$(BIN)/rankline rerank --candidates $(OUT)/scifact-bm25.trec --topics $(DATA)/beir/scifact/queries.jsonl \
+		--corpus $(DATA)/beir/scifact/corpus.jsonl --reranker first --depth 20 --limit 3 --out $(OUT)/scifact-bm25-first.trec
+	$(BIN)/rankline eval $(DATA)/beir/scifact/qrels/test.tsv $(OUT)/scifact-bm25.trec $(OUT)/scifact-bm25-first.trec \
+		-m nDCG@10 --per-query
+	# BlockRank: the BM25 top 100 of 2 DL 2019 queries reranked in one pass each from SmolLM2's attention (calibrated).
+	$(BIN)/rankline rerank --candidates $(DATA)/trec-dl-2019/candidates/BM25.top100.json.gz --reranker blockrank \
+		--calibrate --limit 2 --out $(OUT)/blockrank-calibrated.trec
+	# Batch reranking over a Ray actor pool (resumable, atomic output): FIRST with SmolLM2 on the BM25 top 20
+	# of 4 DL 2019 queries, 2 workers; equals `rankline rerank` on the same inputs.
+	$(BIN)/rankline batch-rerank --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
+		--topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --corpus $(DATA)/trec-dl-2019/passages.jsonl.gz \
+		--reranker first --depth 20 --limit 4 --workers 2 --out $(OUT)/dl19-bm25-first-batch.trec
+	# Evaluate the TREC DL 2019 first-stage candidate runs (BM25, TAS-B, SPLADE++) against the NIST qrels.
 	$(BIN)/rankline eval $(DATA)/trec-dl-2019/qrels.dl19-passage.txt \
 		$(DATA)/trec-dl-2019/candidates/BM25.trec \
 		$(DATA)/trec-dl-2019/candidates/D_BERT_KD_TASB.trec \
@@ -44,27 +65,6 @@ demo: $(STAMP)
 	# LLM relevance labels (0-3 distributions) from the embedded SmolLM2 for the top 2 BM25 passages per query.
 	$(BIN)/rankline label --topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
 		--corpus $(DATA)/trec-dl-2019/passages.jsonl.gz --depth 2 --out $(OUT)/smollm2-labels.qrels
-	# BlockRank: the BM25 top 100 of 2 DL 2019 queries reranked in one pass each from SmolLM2's attention (calibrated).
-	$(BIN)/rankline rerank --candidates $(DATA)/trec-dl-2019/candidates/BM25.top100.json.gz --reranker blockrank \
-		--calibrate --limit 2 --out $(OUT)/blockrank-calibrated.trec
-	# First-stage retrieval on BEIR SciFact: one index folder (dense MiniLM + BM25; reused when its manifest matches),
-	# the 300 test queries by BM25, dense and hybrid (RRF), then nDCG@10 and R@100 (published: BM25 0.679, MiniLM 0.645).
-	$(BIN)/rankline index $(DATA)/beir/scifact --out $(OUT)/scifact-index
-	for m in bm25 dense hybrid; do $(BIN)/rankline retrieve $(OUT)/scifact-index --topics $(DATA)/beir/scifact \
-		--method $$m --k 1000 --out $(OUT)/scifact-$$m.trec || exit 1; done
-	$(BIN)/rankline eval $(DATA)/beir/scifact/qrels/test.tsv $(OUT)/scifact-bm25.trec $(OUT)/scifact-dense.trec \
-		$(OUT)/scifact-hybrid.trec -m nDCG@10 R@100
-	# Batch reranking over a Ray actor pool (resumable, atomic output): FIRST with SmolLM2 on the BM25 top 20
-	# of 4 DL 2019 queries, 2 workers; equals `rankline rerank` on the same inputs.
-	$(BIN)/rankline batch-rerank --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
-		--topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --corpus $(DATA)/trec-dl-2019/passages.jsonl.gz \
-		--reranker first --depth 20 --limit 4 --workers 2 --out $(OUT)/dl19-bm25-first-batch.trec
-	# FIRST (single-token listwise) with the embedded SmolLM2 on the SciFact BM25 top 20 of the first 3 test queries,
-	# then nDCG@10 per query next to BM25 (paired over the 3 common queries).
-	$(BIN)/rankline rerank --candidates $(OUT)/scifact-bm25.trec --topics $(DATA)/beir/scifact/queries.jsonl \
-		--corpus $(DATA)/beir/scifact/corpus.jsonl --reranker first --depth 20 --limit 3 --out $(OUT)/scifact-bm25-first.trec
-	$(BIN)/rankline eval $(DATA)/beir/scifact/qrels/test.tsv $(OUT)/scifact-bm25.trec $(OUT)/scifact-bm25-first.trec \
-		-m nDCG@10 --per-query
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
