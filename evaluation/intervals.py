@@ -137,6 +137,17 @@ def _crossfit_lambda(y_lab: np.ndarray, f_lab: np.ndarray, f_unl: np.ndarray, rn
     return lam
 
 
+def _ppi_inputs(y_lab, f_lab, f_unl, *, min_unlabelled: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The human and LLM values of the labelled queries (equal shapes, >= 2 rows) and the LLM values
+    of the unlabelled ones, as float arrays."""
+    y_lab = _as_float("human values", y_lab, 2)
+    f_lab = _as_float("LLM values of the labelled queries", f_lab, 2)
+    f_unl = _as_float("LLM values of the unlabelled queries", f_unl, min_unlabelled)
+    if y_lab.shape != f_lab.shape:
+        raise ValueError(f"human and LLM values of the labelled queries differ in shape: {y_lab.shape} vs {f_lab.shape}")
+    return y_lab, f_lab, f_unl
+
+
 def ppi_mean(
     y_lab: np.ndarray,
     f_lab: np.ndarray,
@@ -151,11 +162,7 @@ def ppi_mean(
     queries; ppi_py's ``ppi_mean_ci`` conventions (see the module docstring). ``crossfit`` (PPI++ only)
     defaults to cross-fitting below CROSSFIT_BELOW labelled queries."""
     _check_alpha(alpha)
-    y_lab = _as_float("human values", y_lab, 2)
-    f_lab = _as_float("LLM values of the labelled queries", f_lab, 2)
-    f_unl = _as_float("LLM values of the unlabelled queries", f_unl, 1)
-    if y_lab.shape != f_lab.shape:
-        raise ValueError(f"human and LLM values of the labelled queries differ in shape: {y_lab.shape} vs {f_lab.shape}")
+    y_lab, f_lab, f_unl = _ppi_inputs(y_lab, f_lab, f_unl, min_unlabelled=1)
     n, big_n = y_lab.shape[0], f_unl.shape[0]
     if lam is not None:
         method = "ppi" if lam == 1.0 else f"ppi(lam={lam:g})"
@@ -177,11 +184,7 @@ def ppi_mean(
 def ppi_all(y_lab: np.ndarray, f_lab: np.ndarray, f_unl: np.ndarray, alpha: float = 0.05) -> Interval:
     """PPI for the mean over all queries, with the finite-population correction (module docstring)."""
     _check_alpha(alpha)
-    y_lab = _as_float("human values", y_lab, 2)
-    f_lab = _as_float("LLM values of the labelled queries", f_lab, 2)
-    f_unl = _as_float("LLM values of the unlabelled queries", f_unl, 0)
-    if y_lab.shape != f_lab.shape:
-        raise ValueError(f"human and LLM values of the labelled queries differ in shape: {y_lab.shape} vs {f_lab.shape}")
+    y_lab, f_lab, f_unl = _ppi_inputs(y_lab, f_lab, f_unl, min_unlabelled=0)
     n = y_lab.shape[0]
     big_n = n + f_unl.shape[0]
     errors = y_lab - f_lab

@@ -159,6 +159,13 @@ def _factory(where: str, prefix: str, data: Mapping) -> Factory:
     return Factory(fn, tuple(args), kwargs)
 
 
+def _options(where: str, prefix: str, data: Mapping) -> dict:
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise ValueError(f"{where}: {prefix}options must be a mapping")
+    return options
+
+
 def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
     _only(where, "retriever.", data, {"index", "method", "k", "options", "factory", "args", "kwargs"})
     k = _positive_int(where, "retriever.k", data.get("k", 100))
@@ -166,9 +173,7 @@ def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
         return _factory(where, "retriever.", data), k
     if "index" not in data:
         raise ValueError(f"{where}: retriever needs 'index' (a `rankline index` folder) or 'factory'")
-    options = data.get("options", {})
-    if not isinstance(options, dict):
-        raise ValueError(f"{where}: retriever.options must be a mapping")
+    options = _options(where, "retriever.", data)
     from rankline.retrieval import open_retriever
 
     index = base / str(data["index"])
@@ -184,9 +189,7 @@ def _reranker(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
         return _factory(where, "reranker.", data), depth
     if "name" not in data:
         raise ValueError(f"{where}: reranker needs 'name' (e.g. first) or 'factory'")
-    options = data.get("options", {})
-    if not isinstance(options, dict):
-        raise ValueError(f"{where}: reranker.options must be a mapping")
+    options = _options(where, "reranker.", data)
     from rankline.rerankers.models import DEFAULT_MODEL
     from rankline.rerankers.registry import reranker_factory
 
