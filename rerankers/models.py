@@ -9,6 +9,7 @@ into place, so concurrent processes never see (or produce) a half-written cache.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -33,6 +34,11 @@ class CausalLM:
     tokenizer: Any
     name: str
     device: Any  # torch.device
+
+    def __reduce__(self):
+        # A loaded model travels to another process (a Ray actor) as what loads it again there, not
+        # as hundreds of MB of pickled weights.
+        return (functools.partial(load_causal_lm, self.name, device=str(self.device), dtype=self.model.dtype), ())
 
 
 def cache_root() -> Path:

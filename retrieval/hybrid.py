@@ -4,14 +4,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from rankline.evaluation.formats import ranked
-from rankline.retrieval.base import Retriever
+from rankline.retrieval.base import ReopenedOnUnpickle, Retriever
 from rankline.retrieval.dense import check_k
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.fusion import FUSIONS, fuse
 from rankline.retrieval.types import Hit, Query
 
 
-class HybridRetriever:
+class HybridRetriever(ReopenedOnUnpickle):
     """Runs every retriever to `depth` (at least k) and fuses their rankings.
 
     fusion="rrf" (k = `rrf_k`) or "interpolate" (min-max normalised scores weighted by `weights`,

@@ -53,13 +53,17 @@ def open_retriever(index_dir: str | os.PathLike, method: str = "dense", *, verif
     dense_opts = {k: v for k, v in options.items() if k in _DENSE_OPTIONS}
     bm25_opts = {k: v for k, v in options.items() if k in _BM25_OPTIONS}
     if method == "dense":
-        return DenseRetriever(folder, manifest, store, with_text=with_text, **dense_opts)
-    if method == "bm25":
-        return BM25Retriever(folder, manifest, store, with_text=with_text, **bm25_opts)
-    alpha = float(options.get("alpha", 0.5))
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    parts = [BM25Retriever(folder, manifest, store, with_text=False, **bm25_opts),
-             DenseRetriever(folder, manifest, store, with_text=False, **dense_opts)]
-    return HybridRetriever(parts, store, fusion=options.get("fusion", "rrf"), rrf_k=int(options.get("rrf_k", 60)),
-                           weights=[alpha, 1 - alpha], depth=int(options.get("depth", 1000)), with_text=with_text)
+        retriever = DenseRetriever(folder, manifest, store, with_text=with_text, **dense_opts)
+    elif method == "bm25":
+        retriever = BM25Retriever(folder, manifest, store, with_text=with_text, **bm25_opts)
+    else:
+        alpha = float(options.get("alpha", 0.5))
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        parts = [BM25Retriever(folder, manifest, store, with_text=False, **bm25_opts),
+                 DenseRetriever(folder, manifest, store, with_text=False, **dense_opts)]
+        retriever = HybridRetriever(parts, store, fusion=options.get("fusion", "rrf"), rrf_k=int(options.get("rrf_k", 60)),
+                                    weights=[alpha, 1 - alpha], depth=int(options.get("depth", 1000)), with_text=with_text)
+    retriever.opened_with = {"index_dir": str(folder.resolve()), "method": method, "verify": verify,
+                             "with_text": with_text, **options}
+    return retriever

@@ -67,3 +67,20 @@ def test_failed_conversion_leaves_no_cache(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         models.embedded_model_dir()
     assert not any(p.is_dir() for p in (tmp_path / "models").iterdir())
+
+
+def test_a_loaded_model_travels_by_name_and_reloads_identically(fixtures_dir):
+    """Pickling (how a reranker reaches a Ray actor) reloads the model from its name, in the same
+    dtype, instead of shipping the weights; the copy computes the same logits."""
+    import pickle
+
+    import torch
+
+    lm = models.load_causal_lm(str(fixtures_dir / "first-parity" / "tiny-llama"), dtype="bfloat16")
+    blob = pickle.dumps(lm)
+    assert len(blob) < 10_000  # the name and the settings, not the weights
+    copy = pickle.loads(blob)
+    assert copy.model is not lm.model and copy.model.dtype == torch.bfloat16 and copy.name == lm.name
+    ids = torch.tensor([[1, 5, 9, 42]])
+    with torch.no_grad():
+        assert torch.equal(copy.model(ids).logits, lm.model(ids).logits)

@@ -66,3 +66,16 @@ def test_hybrid_is_the_fusion_of_its_parts(tiny_encoder, corpus_a, corpus_b, tmp
     # alpha = 1: BM25 alone decides (its lowest hit normalises to 0, like absent documents, so compare the top 2)
     interp = open_retriever(out, "hybrid", fusion="interpolate", alpha=1.0).search(query, 2)
     assert [h.docid for h in interp] == [h.docid for h in open_retriever(out, "bm25").search(query, 2)]
+
+
+def test_an_opened_retriever_travels_by_its_opening_arguments(corpus_a, tmp_path):
+    """Live Lucene/SQLite handles cannot be pickled; an opened retriever is reopened on unpickling
+    (this is how the same pipeline object goes to Ray actors) and answers exactly as the original."""
+    import pickle
+
+    build_index([corpus_a], tmp_path / "idx", BM25_ONLY)
+    retriever = open_retriever(tmp_path / "idx", "bm25", k1=1.2, b=0.75)
+    copy = pickle.loads(pickle.dumps(retriever))
+    assert copy is not retriever and copy.opened_with == retriever.opened_with
+    for query in ("fruit trees", "Cherries"):
+        assert copy.search(Query("q", query), 5) == retriever.search(Query("q", query), 5)
