@@ -41,9 +41,9 @@ demo: $(STAMP)
 		> $(OUT)/scifact-bm25-3q.trec
 	$(BIN)/rankline eval $(DATA)/beir/scifact/qrels/test.tsv $(OUT)/scifact-bm25-3q.trec $(OUT)/scifact-bm25-first.trec \
 		-m nDCG@10 --per-query
-	# BlockRank: the BM25 top 100 of 2 DL 2019 queries reranked in one pass each from SmolLM2's attention (calibrated).
+	# BlockRank: the BM25 top 100 of a DL 2019 query reranked in one pass from SmolLM2's attention (calibrated).
 	$(BIN)/rankline rerank --candidates $(DATA)/trec-dl-2019/candidates/BM25.top100.json.gz --reranker blockrank \
-		--calibrate --limit 2 --out $(OUT)/blockrank-calibrated.trec
+		--calibrate --limit 1 --out $(OUT)/blockrank-calibrated.trec
 	# Batch reranking over a Ray actor pool (resumable, atomic output): FIRST with SmolLM2 on the BM25 top 20
 	# of 4 DL 2019 queries, 2 workers; equals `rankline rerank` on the same inputs.
 	$(BIN)/rankline batch-rerank --run $(DATA)/trec-dl-2019/candidates/BM25.trec \

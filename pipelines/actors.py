@@ -32,12 +32,23 @@ class StageActor:
         return [(q.qid, hits) for q, hits in zip(queries, self.stage.rerank_batch(list(queries), list(hits_lists)))]
 
 
+# Environment of a Ray instance we start (its processes inherit it): no usage stats; and Serve's
+# HTTP proxy gets 60 s instead of 5 s to report ready, since on a busy 2-core machine it can take
+# longer than that to start and Serve would kill it and leave the endpoint without a proxy.
+LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+
+
+def set_local_ray_env() -> None:
+    for name, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def ensure_ray() -> None:
     """Connect to the running Ray instance, or start a local one bound to 127.0.0.1."""
     import ray
 
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        set_local_ray_env()
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
             _node_ip_address="127.0.0.1",

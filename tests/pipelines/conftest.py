@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -30,8 +29,11 @@ def toy():
 @pytest.fixture(scope="session")
 def ray_session(toy):
     """Start Ray once per session on 127.0.0.1 (no dashboard, 2 CPUs); ray.shutdown() at the end."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray = pytest.importorskip("ray")
+    import ray
+
+    from rankline.pipelines.actors import set_local_ray_env
+
+    set_local_ray_env()
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(toy)
