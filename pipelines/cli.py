@@ -25,24 +25,13 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _available_commands() -> dict[str, object]:
-    modules = {}
-    for name, module in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(f"rankline.pipelines.commands.{module}")
-        except ModuleNotFoundError as exc:  # a command not built yet
-            if exc.name != f"rankline.pipelines.commands.{module}":
-                raise
-    return modules
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(
         prog="rankline",
         description="Retrieval, LLM reranking and trustworthy evaluation for search.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    modules = _available_commands()
+    modules = {name: importlib.import_module(f"rankline.pipelines.commands.{module}") for name, module in COMMANDS.items()}
     for name, module in modules.items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
