@@ -78,7 +78,12 @@ def test_interrupted_job_resumes_without_recomputing(ray_session, toy, requests,
     log.write_text("")
     report = batch_rerank(requests, reranker, out, settings=settings)
     assert (report.resumed, report.reranked) == (3, 5)
-    assert sorted(log.read_text().split()) == sorted(q.qid for q, _ in requests if q.qid not in first)
+    # No finished query is computed again and every other one is. (The interrupted job's actor is
+    # killed asynchronously and may still log the query it had in flight after the log was reset,
+    # so the unfinished queries are compared as a set.)
+    logged = log.read_text().split()
+    assert not set(logged) & set(first)
+    assert set(logged) == {q.qid for q, _ in requests if q.qid not in first}
     assert out.read_bytes() == expected
 
 
