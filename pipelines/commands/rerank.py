@@ -34,6 +34,8 @@ def _partial_paths(out: Path) -> tuple[Path, Path]:
 
 def _resume(partial: Path, sizes: dict[str, int]) -> set[str]:
     """The queries whose lines are all in `partial`; anything after them (a query cut short) is dropped."""
+    from rankline.evaluation.io import atomic_write
+
     if not partial.exists():
         return set()
     done: set[str] = set()
@@ -51,9 +53,8 @@ def _resume(partial: Path, sizes: dict[str, int]) -> set[str]:
                 done.add(qid)
                 keep.extend(block)
                 block = []
-    tmp = partial.with_suffix(".tmp")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    os.replace(tmp, partial)
+    with atomic_write(partial) as out:
+        out.write("".join(keep))
     return done
 
 
