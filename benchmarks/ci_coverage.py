@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,8 @@ def plot(rows, ns, measures, path: Path, alpha: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # per-query CRC below 39 labelled queries warns that it guarantees less than 95%: the table measures it
+    warnings.filterwarnings("ignore", message="per-query CRC with")
     start = time.perf_counter()
     human, label_sets, runs, qids, grades = load(args)
     set_names = [*label_sets, ENSEMBLE]

@@ -1,6 +1,8 @@
 """CRC against the paper's reference formulas (re-derived here as the oracle) and hand-computed cases."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -136,7 +138,11 @@ def test_per_query_refuses_too_few_labelled_queries():
     assert crc.min_labelled_per_query(0.05) == 19
     with pytest.raises(ValueError, match="at least 19"):
         crc.crc_per_query(y[:18], grid[:18], grid[18:], 0.05)
-    crc.crc_per_query(y[:19], grid[:19], grid[19:], 0.05)
+    with pytest.warns(UserWarning, match=r"guarantees 90.0% two-sided coverage, not 95%; that needs 39"):
+        crc.crc_per_query(y[:19], grid[:19], grid[19:], 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crc.crc_per_query(y[:39], grid[:39], grid[39:], 0.05)
 
 
 def test_dataset_level_covers_and_columns_are_independent():
@@ -149,11 +155,19 @@ def test_dataset_level_covers_and_columns_are_independent():
         iv = crc.crc_dataset(y[lab], grid[lab], grid[unl], 0.05, resamples=2000, rng=rep)
         assert iv.lower <= iv.upper  # the estimate (lambda = 0) may lie outside: calibration can shift both
         hits += iv.lower <= y[unl].mean() <= iv.upper
-    assert hits / reps >= 0.85  # bootstrap calibration is asymptotic: ~0.92 at n=20 on this data
+    assert hits / reps >= 0.85  # bootstrap calibration is asymptotic: ~0.92-0.95 at n=20 on this data
     both = crc.crc_dataset(np.stack([y[:20], y[20:40]], 1), np.stack([grid[:20], grid[20:40]], 1),
                            np.stack([grid[40:], grid[40:]], 1), resamples=500, rng=1)
     one = crc.crc_dataset(y[20:40], grid[20:40], grid[40:], resamples=500, rng=1)
     assert both.upper[1] == pytest.approx(one.upper) and both.lower[1] == pytest.approx(one.lower)
+
+
+def test_bootstrap_resample_size_matches_the_variance_with_a_student_t_correction():
+    # n=10, m=33: 9 * 33 / 43 = 6.907 draws match s^2 (1/n + 1/m); times (1.95996 / 2.26216)^2 = 0.7507 -> 5.18
+    assert crc.bootstrap_resample_size(10, 33, 0.05) == 5
+    assert crc.bootstrap_resample_size(20, 23, 0.05) == 8  # 19 * 23 / 43 = 10.16, times (1.95996 / 2.09302)^2
+    assert crc.bootstrap_resample_size(1000, 10**6, 0.05) == 995  # large n and m: the paper's n draws
+    assert crc.bootstrap_resample_size(2, 100, 0.05) == 1
 
 
 def test_paired_grid_is_monotone_and_brackets_the_difference():
