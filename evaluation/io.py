@@ -1,13 +1,15 @@
 """File plumbing shared by every reader and writer: transparent .gz, errors that point at a line,
-and atomic writes (temporary file in the target's folder, then rename)."""
+atomic writes (temporary file in the target's folder, then rename), and the cache of derived model
+files (built once under a lock, into a temporary folder renamed into place)."""
 from __future__ import annotations
 
 import contextlib
 import gzip
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 
 class FormatError(ValueError):
@@ -60,3 +62,31 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def cache_root() -> Path:
+    """Where derived model files (converted LLMs, exported encoders) live: $RANKLINE_CACHE, default
+    ~/.cache/rankline."""
+    return Path(os.environ.get("RANKLINE_CACHE", Path.home() / ".cache" / "rankline")).expanduser()
+
+
+def cached_folder(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """`target`, built by `build(folder)` on first use. The build holds a file lock and writes into a
+    temporary folder that is renamed into place, so concurrent processes never see (or produce) a
+    half-written cache; `marker`, a file `build` writes, says the folder is complete."""
+    from filelock import FileLock
+
+    if (target / marker).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / marker).is_file():  # another process finished while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            build(tmp)
+            tmp.chmod(0o755)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

