@@ -15,6 +15,8 @@ that visits only the key tiles a query tile may see.
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from .backend import accumulation_dtype, resolve_backend
@@ -68,78 +70,55 @@ def _attend(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
 
 
-def block_attention_torch(
-    q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", layout: BlockLayout, scale: float
-) -> "torch.Tensor":
-    """Block-decomposed path: O(instruction^2 + query * T + sum_i len_i * (instruction + len_i)) work.
+@dataclass(frozen=True)
+class _Call:
+    """One batched SDPA call of the torch path: rows gathered at (batch, pos) attend to keys gathered at
+    (batch, key_pos) under `mask`; outputs of the valid slots are written back to (write_b, write_pos)."""
 
-    Rows are gathered straight from token-major views of q, k, v; padded slots point at token 0 and are
-    masked out as keys, and their (dropped) outputs are never written back.
-    """
+    batch: "torch.Tensor"  # [R, 1]
+    pos: "torch.Tensor"  # [R, W], padded slots point at token 0
+    key_pos: "torch.Tensor | None"  # [R, K], or None: keys are the prefix k[:, :, :key_len] of the same row
+    key_len: int
+    mask: "torch.Tensor"  # [R, 1, W, K] bool
+    valid: "torch.Tensor"  # [R * W] indices of the real slots in the flattened [R, W]
+    write_b: "torch.Tensor"  # [V]
+    write_pos: "torch.Tensor"  # [V]
+
+
+def _prefix_call(positions: list[list[int]], key_len: int, device: "torch.device") -> _Call:
+    """Instruction or query rows of every batch row, causal on the row's prefix of `key_len` keys."""
     import torch
 
-    B, Hq, T, D = q.shape
-    device = q.device
-    q_tokens, k_tokens, v_tokens = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, T, H, D] views
-    out = q.new_zeros(B, Hq, T, D)
-    out_tokens = out.transpose(1, 2)
+    width = max(len(r) for r in positions)
+    pos = torch.tensor([r + [-1] * (width - len(r)) for r in positions], dtype=torch.long, device=device)
+    valid = pos >= 0
+    j = torch.arange(key_len, device=device)
+    mask = (j <= pos[..., None]) | (~valid[..., None] & (j == 0))  # padded rows see key 0; dropped
+    batch = torch.arange(len(positions), device=device)[:, None]
+    return _Call(batch, pos.clamp(min=0), None, key_len, mask[:, None], valid.flatten().nonzero()[:, 0],
+                 batch.expand_as(pos)[valid], pos[valid])
 
-    def write(batch: "torch.Tensor", pos: "torch.Tensor", valid: "torch.Tensor", o: "torch.Tensor") -> None:
-        """out[batch, :, pos] = o for the valid slots; batch [R, 1], pos and valid [R, W], o [R, Hq, W, D]."""
-        out_tokens[batch.expand_as(pos)[valid], pos[valid]] = o.transpose(1, 2)[valid]
 
-    # Instruction rows (keys: the instruction) and query rows (keys: the whole row), causal on their prefix;
-    # their keys are a slice of k and v.
-    rows_b = torch.arange(B, device=device)[:, None]
-    groups = (
-        ([list(range(n)) for n in layout.instruction], max(layout.instruction, default=0)),
-        ([list(range(q0, q0 + n)) for q0, n in zip(layout.query_starts(), layout.query)], layout.seq_len),
-    )
-    for positions, key_len in groups:
-        width = max(len(r) for r in positions)
-        if not width:
-            continue
-        pos = torch.tensor([r + [-1] * (width - len(r)) for r in positions], dtype=torch.long, device=device)
-        valid = pos >= 0
-        j = torch.arange(key_len, device=device)
-        mask = (j <= pos[..., None]) | (~valid[..., None] & (j == 0))  # padded rows see key 0; dropped
-        pos = pos.clamp(min=0)
-        o = _attend(q_tokens[rows_b, pos].transpose(1, 2), k[:, :, :key_len], v[:, :, :key_len], mask[:, None], scale)
-        write(rows_b, pos, valid, o)
+def _doc_call(docs: list[tuple[int, int, int]], instruction: tuple[int, ...], device: "torch.device") -> _Call:
+    """Documents (batch row, start, length), one SDPA row each over [its row's instruction keys | own keys]."""
+    import torch
 
-    # Documents: one batch row each, over [instruction keys | own keys].
-    docs = [
-        (b, start, n)
-        for b, (n_instr, lengths) in enumerate(zip(layout.instruction, layout.docs))
-        for start, n in zip(_starts(n_instr, lengths), lengths)
-        if n > 0
-    ]
-    if docs:
-        n_instr_max = max(layout.instruction)
-        n_doc_max = max(n for _, _, n in docs)
-        chunk = max(1, _DOC_CHUNK_ELEMENTS // (Hq * n_doc_max * (n_instr_max + n_doc_max)))
-        t = torch.arange(n_doc_max, device=device)
-        ji = torch.arange(n_instr_max, device=device)
-        for lo in range(0, len(docs), chunk):
-            b, start, length = torch.tensor(docs[lo : lo + chunk], dtype=torch.long, device=device).unbind(1)
-            n_instr = torch.tensor(layout.instruction, dtype=torch.long, device=device)[b]
-            b = b[:, None]
-            valid = t < length[:, None]  # [P, Ld]
-            doc_pos = torch.where(valid, start[:, None] + t, 0)
-            key_pos = torch.cat([torch.where(ji < n_instr[:, None], ji, 0), doc_pos], dim=1)
-            instr_mask = valid[:, :, None] & (ji < n_instr[:, None])[:, None, :]
-            causal = t[:, None] >= t[None, :]
-            doc_mask = causal & (valid[:, :, None] | (t[:, None] == t[None, :]))  # padded rows see themselves
-            mask = torch.cat([instr_mask, doc_mask], dim=2)[:, None]
-            o = _attend(
-                q_tokens[b, doc_pos].transpose(1, 2),
-                k_tokens[b, key_pos].transpose(1, 2),
-                v_tokens[b, key_pos].transpose(1, 2),
-                mask,
-                scale,
-            )
-            write(b, doc_pos, valid, o)
-    return out
+    n_doc_max = max(n for _, _, n in docs)
+    n_instr_max = max(instruction[b] for b, _, _ in docs)
+    t = torch.arange(n_doc_max, device=device)
+    ji = torch.arange(n_instr_max, device=device)
+    b, start, length = torch.tensor(docs, dtype=torch.long, device=device).unbind(1)
+    n_instr = torch.tensor(instruction, dtype=torch.long, device=device)[b]
+    b = b[:, None]
+    valid = t < length[:, None]  # [P, Ld]
+    doc_pos = torch.where(valid, start[:, None] + t, 0)
+    key_pos = torch.cat([torch.where(ji < n_instr[:, None], ji, 0), doc_pos], dim=1)
+    instr_mask = valid[:, :, None] & (ji < n_instr[:, None])[:, None, :]
+    causal = t[:, None] >= t[None, :]
+    doc_mask = causal & (valid[:, :, None] | (t[:, None] == t[None, :]))  # padded rows see themselves
+    mask = torch.cat([instr_mask, doc_mask], dim=2)[:, None]
+    return _Call(b, doc_pos, key_pos, key_pos.shape[1], mask, valid.flatten().nonzero()[:, 0],
+                 b.expand_as(doc_pos)[valid], doc_pos[valid])
 
 
 def _starts(n_instr: int, lengths: Sequence[int]) -> list[int]:
@@ -148,6 +127,60 @@ def _starts(n_instr: int, lengths: Sequence[int]) -> list[int]:
         starts.append(pos)
         pos += n
     return starts
+
+
+@functools.lru_cache(maxsize=4)
+def _plan(layout: BlockLayout, heads: int, device: "torch.device") -> tuple[_Call, ...]:
+    """The SDPA calls of the torch path for a layout, built once and reused by every layer of a forward pass.
+
+    Documents go longest first into calls of similar length (little padding), each call holding at most
+    ``_DOC_CHUNK_ELEMENTS`` attention-score elements."""
+    calls = [
+        _prefix_call(positions, key_len, device)
+        for positions, key_len in (
+            ([list(range(n)) for n in layout.instruction], max(layout.instruction, default=0)),
+            ([list(range(q0, q0 + n)) for q0, n in zip(layout.query_starts(), layout.query)], layout.seq_len),
+        )
+        if max(len(r) for r in positions)
+    ]
+    docs = sorted(
+        ((b, start, n)
+         for b, (n_instr, lengths) in enumerate(zip(layout.instruction, layout.docs))
+         for start, n in zip(_starts(n_instr, lengths), lengths)
+         if n > 0),
+        key=lambda d: -d[2],
+    )
+    n_instr_max = max(layout.instruction, default=0)
+    lo = 0
+    while lo < len(docs):
+        longest = docs[lo][2]  # the chunk's padded length
+        size = max(1, _DOC_CHUNK_ELEMENTS // (heads * longest * (n_instr_max + longest)))
+        calls.append(_doc_call(docs[lo : lo + size], layout.instruction, device))
+        lo += size
+    return tuple(calls)
+
+
+def block_attention_torch(
+    q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", layout: BlockLayout, scale: float
+) -> "torch.Tensor":
+    """Block-decomposed path: O(instruction^2 + query * T + sum_i len_i * (instruction + len_i)) work.
+
+    Rows are gathered straight from token-major views of q, k, v; padded slots point at token 0 and are
+    masked out as keys, and their (dropped) outputs are never written back.
+    """
+    B, Hq, T, D = q.shape
+    q_tokens, k_tokens, v_tokens = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, T, H, D] views
+    out = q.new_zeros(B, Hq, T, D)
+    out_tokens = out.transpose(1, 2)
+    for call in _plan(layout, Hq, q.device):
+        if call.key_pos is None:
+            keys, values = k[:, :, : call.key_len], v[:, :, : call.key_len]
+        else:
+            keys = k_tokens[call.batch, call.key_pos].transpose(1, 2)
+            values = v_tokens[call.batch, call.key_pos].transpose(1, 2)
+        o = _attend(q_tokens[call.batch, call.pos].transpose(1, 2), keys, values, call.mask, scale)
+        out_tokens[call.write_b, call.write_pos] = o.transpose(1, 2).flatten(0, 1)[call.valid]
+    return out
 
 
 def block_attention(
