@@ -1,72 +1,189 @@
-"""Reranking speed: FIRST against listwise generation and query likelihood, in one run.
+"""Reranking speed of the LLM rerankers on TREC DL 2019 BM25 candidates, one model, one process, one run.
 
-    python benchmarks/rerank_speed.py [--queries 5] [--model smollm2-135m-instruct] [--depth 100]
-                                      [--window 20 --stride 10] [--rerankers first listwise query-likelihood]
+    python benchmarks/rerank_speed.py [--queries 5] [--model smollm2-135m-instruct] [--dtype bfloat16]
+                                      [--depth 100 --window 20 --stride 10]
+                                      [--rerankers first listwise query-likelihood] [--sizes 20 100 500]
+                                      [--full-max 100] [--first-max 100] [--json FILE]
 
-Reranks the BM25 top-DEPTH of the first QUERIES TREC DL 2019 queries with each reranker (same model,
-same candidates, same process) and prints, per reranker, wall-clock and process-CPU seconds per query
-and the ratios to FIRST. CPU time is the fairer number on a shared machine: other processes slow down
-the wall clock but not this process's CPU seconds. Any name of rankline.rerankers.registry can be
-listed in --rerankers (e.g. blockrank); options a reranker does not take are not passed to it.
-BlockRank's sweep over 20/100/500 passages against full causal attention over the same prompt is
-benchmarks/blockrank_speed.py.
+Part 1 reranks the BM25 top-DEPTH of the first QUERIES queries with each of --rerankers (same model,
+same candidates) and prints, per reranker, wall-clock and process-CPU seconds per query and the ratios
+to FIRST (issue 4's goal: listwise generation / FIRST >= 5).
+
+Part 2 (skipped with --sizes none) times BlockRank at each of --sizes passages (candidate lists
+repeated to reach sizes above 100) against its two peers on the same lists:
+- full attention: the *same* BlockRank prompt as one ordinary causal sequence (the model's own
+  attention, positions 0..T-1) through the same layers (0..the scoring layer; the rest never run), so
+  the ratio isolates the attention structure (up to --full-max passages);
+- FIRST: sliding windows (window 20, stride 10) over the same passages (up to --first-max).
+Issue 8's goals: full / BlockRank >= 3 at 100 passages; BlockRank time(500) / time(100) <= 6.
+
+CPU seconds (time.process_time) are the fairer number on a shared machine: other processes slow the
+wall clock but not this process's CPU time.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 SHARED = Path(os.environ.get("RANKLINE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 CANDIDATES = SHARED / "data" / "trec-dl-2019" / "candidates" / "BM25.top100.json.gz"
 BASELINE = "first"
 
 
+class _Stop(Exception):
+    pass
+
+
+def full_attention_forward(model: Any, input_ids: list[int], layer: int) -> None:
+    """An ordinary causal forward over `input_ids` through decoder layers 0..layer (the rest never run)."""
+    import torch
+
+    layers = model.base_model.layers
+    after = layers[layer + 1] if layer + 1 < len(layers) else model.base_model.norm
+
+    def stop(*_: Any) -> None:
+        raise _Stop
+
+    handle = after.register_forward_pre_hook(stop)
+    try:
+        with torch.inference_mode():
+            model.base_model(input_ids=torch.tensor([input_ids], device=model.device), use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+
+
+def repeat_to(hits: tuple, n: int) -> list:
+    return (list(hits) * math.ceil(n / len(hits)))[:n]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a / b:.2f}x"
+
+
+def compare_rerankers(args: argparse.Namespace, lm: Any, lists: list) -> dict:
+    from rankline.rerankers.registry import build_reranker, reranker_options
+
+    wanted = {"window": args.window, "stride": args.stride, "depth": args.depth, "batch_size": args.batch_size}
+    rows = {}
+    for name in args.rerankers:
+        reranker = build_reranker(name, lm, **{k: v for k, v in wanted.items() if k in reranker_options(name)})
+        times = [timed(lambda: reranker.rerank(cand.query, cand.hits)) for cand in lists]
+        rows[name] = {"wall": statistics.mean(t[0] for t in times), "cpu": statistics.mean(t[1] for t in times)}
+        print(f"  {name}: {rows[name]['wall']:.1f} s/query wall, {rows[name]['cpu']:.1f} s/query CPU", file=sys.stderr)
+    base = rows.get(BASELINE, {})
+    print(f"\nPart 1: {len(lists)} DL 2019 BM25 queries, top {args.depth}, window {args.window}, stride {args.stride}")
+    print(f"{'reranker':<18} {'wall s/query':>12} {'CPU s/query':>12} {'wall / FIRST':>13} {'CPU / FIRST':>12}")
+    for name, r in rows.items():
+        print(f"{name:<18} {r['wall']:>12.2f} {r['cpu']:>12.2f} {ratio(r['wall'], base.get('wall')):>13} "
+              f"{ratio(r['cpu'], base.get('cpu')):>12}")
+    return rows
+
+
+def blockrank_sweep(args: argparse.Namespace, lm: Any, lists: list) -> list[dict]:
+    from rankline.rerankers.blockrank import blockrank_reranker
+    from rankline.rerankers.first import FirstReranker
+
+    blockrank = blockrank_reranker(lm)
+    layer = blockrank.config.layer
+    rows = []
+    for n in args.sizes:
+        per: dict[str, list[tuple[float, float]]] = {"blockrank": [], "full": [], "first": []}
+        tokens = []
+        first = FirstReranker(lm, window=20, stride=10, depth=n, batch_size=args.batch_size)
+        for cand in lists:
+            hits = repeat_to(cand.hits, n)
+            prompt = blockrank.prompt(cand.query.text, hits)
+            tokens.append(sum(prompt.lengths))
+            per["blockrank"].append(timed(lambda: blockrank.rerank(cand.query, hits)))
+            if n <= args.full_max:
+                per["full"].append(timed(lambda: full_attention_forward(lm.model, prompt.input_ids(), layer)))
+            if n <= args.first_max:
+                per["first"].append(timed(lambda: first.rerank(cand.query, hits)))
+            print(f"  n={n} {cand.query.qid}: " + ", ".join(f"{k} {v[-1][1]:.1f} CPU s" for k, v in per.items() if v),
+                  file=sys.stderr)
+        row: dict[str, Any] = {"passages": n, "tokens": statistics.mean(tokens)}
+        for key, times in per.items():
+            row[key] = {clock: statistics.mean(t[i] for t in times) if times else None
+                        for i, clock in enumerate(("wall", "cpu"))}
+        rows.append(row)
+
+    print(f"\nPart 2: BlockRank (layer {layer}) vs full causal attention (same prompt, same layers) vs FIRST, "
+          f"{len(lists)} queries; seconds per query")
+    print(f"{'passages':>8} {'tokens':>7} {'BlockRank':>16} {'full attn':>16} {'FIRST':>16} "
+          f"{'full/BR':>14} {'FIRST/BR':>14}")
+    print(f"{'':>8} {'':>7} {'wall':>7} {'CPU':>8} {'wall':>7} {'CPU':>8} {'wall':>7} {'CPU':>8} "
+          f"{'wall':>6} {'CPU':>7} {'wall':>6} {'CPU':>7}")
+
+    def cell(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1f}"
+
+    for r in rows:
+        br, full, first = r["blockrank"], r["full"], r["first"]
+        print(f"{r['passages']:>8} {r['tokens']:>7.0f} {cell(br['wall']):>7} {cell(br['cpu']):>8} "
+              f"{cell(full['wall']):>7} {cell(full['cpu']):>8} {cell(first['wall']):>7} {cell(first['cpu']):>8} "
+              f"{ratio(full['wall'], br['wall']):>6} {ratio(full['cpu'], br['cpu']):>7} "
+              f"{ratio(first['wall'], br['wall']):>6} {ratio(first['cpu'], br['cpu']):>7}")
+    by_n = {r["passages"]: r["blockrank"] for r in rows}
+    if 100 in by_n and 500 in by_n:
+        print(f"BlockRank time(500) / time(100): {ratio(by_n[500]['wall'], by_n[100]['wall'])} wall, "
+              f"{ratio(by_n[500]['cpu'], by_n[100]['cpu'])} CPU (goal <= 6)")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default=None, help="model dtype (default: fp32 on CPU, bf16 on GPU)")
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--stride", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1, help="sequences per forward pass (windows or pairs)")
-    parser.add_argument("--dtype", default=None, help="model dtype (default: fp32 on CPU, bf16 on GPU)")
-    parser.add_argument("--rerankers", nargs="+", default=["first", "listwise", "query-likelihood"])
+    parser.add_argument("--rerankers", nargs="*", default=["first", "listwise", "query-likelihood"],
+                        help="part 1's rerankers, any names of rankline.rerankers.registry (none: skip part 1)")
+    parser.add_argument("--sizes", nargs="+", default=["20", "100", "500"],
+                        help="part 2's numbers of passages ('none': skip part 2)")
+    parser.add_argument("--full-max", type=int, default=100, help="largest size timed with full attention")
+    parser.add_argument("--first-max", type=int, default=100, help="largest size timed with FIRST in part 2")
     parser.add_argument("--candidates", type=Path, default=CANDIDATES)
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
+    args.sizes = [] if args.sizes == ["none"] else [int(n) for n in args.sizes]
 
     import torch
 
     from rankline.pipelines.candidates import read_candidates
     from rankline.rerankers.models import load_causal_lm
-    from rankline.rerankers.registry import build_reranker, reranker_options
 
     lists = read_candidates(args.candidates)[: args.queries]
     lm = load_causal_lm(args.model, dtype=args.dtype)
-    wanted = {"window": args.window, "stride": args.stride, "depth": args.depth, "batch_size": args.batch_size}
-    rows = []
-    for name in args.rerankers:
-        options = {k: v for k, v in wanted.items() if k in reranker_options(name)}
-        reranker = build_reranker(name, lm, **options)
-        wall, cpu = time.perf_counter(), time.process_time()
-        for cand in lists:
-            reranker.rerank(cand.query, cand.hits)
-        if lm.device.type == "cuda":
-            torch.cuda.synchronize()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        rows.append((name, wall / len(lists), cpu / len(lists)))
-        print(f"  {name}: {wall / len(lists):.1f} s/query wall, {cpu / len(lists):.1f} s/query CPU", file=sys.stderr)
+    print(f"model {args.model} ({lm.model.dtype}, {lm.device}, {torch.get_num_threads()} threads)")
+    result: dict[str, Any] = {"model": args.model, "dtype": str(lm.model.dtype), "queries": len(lists)}
+    if args.rerankers:
+        result["rerankers"] = compare_rerankers(args, lm, lists)
+    if args.sizes:
+        result["blockrank"] = blockrank_sweep(args, lm, lists)
+    if args.json:
+        from rankline.evaluation.io import atomic_write
 
-    base = {name: (w, c) for name, w, c in rows}.get(BASELINE)
-    print(f"\nmodel {args.model} ({lm.model.dtype}, {lm.device}, {torch.get_num_threads()} threads); "
-          f"{len(lists)} DL 2019 BM25 queries, top {args.depth}, window {args.window}, stride {args.stride}")
-    print(f"{'reranker':<18} {'wall s/query':>12} {'CPU s/query':>12} {'wall / FIRST':>13} {'CPU / FIRST':>12}")
-    for name, w, c in rows:
-        ratio_w = f"{w / base[0]:.2f}x" if base else "-"
-        ratio_c = f"{c / base[1]:.2f}x" if base else "-"
-        print(f"{name:<18} {w:>12.2f} {c:>12.2f} {ratio_w:>13} {ratio_c:>12}")
+        with atomic_write(args.json) as f:
+            json.dump(result, f, indent=1)
     return 0
 
 

@@ -54,6 +54,7 @@ class LoadResult:
     statuses: Counter = field(default_factory=Counter)
     malformed_sent: int = 0
     malformed_4xx: int = 0
+    failures: Counter = field(default_factory=Counter)  # (status, detail) of each 5xx or transport error
 
     def percentile(self, q: float) -> float:
         if not self.latencies_ms:
@@ -83,6 +84,10 @@ async def _client(http, texts: list[str], offset: int, end: float, rerank: bool,
             status = str(r.status_code)
         except Exception as exc:  # a transport failure is reported, not hidden
             status = f"error:{type(exc).__name__}"
+            result.failures[(status, str(exc)[:200])] += 1
+        else:
+            if r.status_code >= 500:
+                result.failures[(status, r.text[:200])] += 1
         elapsed = (time.perf_counter() - start) * 1000
         result.statuses[status] += 1
         if bad:
@@ -223,6 +228,9 @@ def main() -> int:
         ratios.append((f"{batch} clients vs in-process run() on {batch}", batched_qps / retrieval[batch].qps))
     for name, ratio in ratios:
         print(f"in-process / HTTP retrieval throughput, {name}: {ratio:.2f}x (goal <= 2x)")
+    for r in results:
+        for (status, detail), n in r.failures.items():
+            print(f"  {r.mode} x{r.clients}: {n} x {status} {detail}")
     five_xx = sum(n for r in results for s, n in r.statuses.items() if s.startswith("5") or s.startswith("error"))
     malformed_ok = all(r.malformed_4xx == r.malformed_sent for r in results)
     print(f"5xx or transport errors: {five_xx} (goal 0); every malformed request answered 4xx: {malformed_ok}")
