@@ -146,6 +146,8 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10, help="hits per request")
     parser.add_argument("--depth", type=int, default=5, help="candidates reranked per request (tiny top-k)")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="reranker LLM (default: embedded SmolLM2)")
+    parser.add_argument("--dtype", default="bfloat16",
+                        help="reranker dtype (default bfloat16: half fp32's time on a CPU with AVX-512 BF16 or AMX)")
     parser.add_argument("--malformed-every", type=int, default=10, help="every N-th request is malformed (0: none)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads of each side: the in-process pipeline (torch, FAISS) and each Serve "
@@ -183,7 +185,7 @@ def main() -> int:
 
     reranker = None
     if not args.no_rerank:
-        reranker = Factory(llm_reranker, ("first", args.model), {"device": "cpu", "window": args.depth})
+        reranker = Factory(llm_reranker, ("first", args.model), {"device": "cpu", "dtype": args.dtype, "window": args.depth})
     config = PipelineConfig(retriever, args.k, reranker, args.depth,
                             ServeSettings(max_k=100, max_query_chars=2000, max_batch_size=batch,
                                           retriever_resources={"CPU": args.threads},
@@ -209,7 +211,7 @@ def main() -> int:
         serve.shutdown()
 
     print(f"\nrankline serve on 127.0.0.1, SciFact dense MiniLM (k={args.k})"
-          + ("" if args.no_rerank else f", FIRST {args.model} on the top {args.depth}")
+          + ("" if args.no_rerank else f", FIRST {args.model} ({args.dtype}) on the top {args.depth}")
           + f"; {args.duration:.0f} s per level, every {args.malformed_every}th request malformed; "
           + f"{args.threads} thread(s) per stage on each side\n")
     header = f"{'mode':<16}{'clients':>8}{'ok/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  {'malformed 4xx':>14}  statuses"
