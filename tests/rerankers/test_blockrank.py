@@ -20,7 +20,7 @@ from rankline.rerankers.blockrank import (  # noqa: E402
     format_document,
     order_hits,
 )
-from rankline.rerankers.blockrank_attention import blockrank_attention, forward_blocks, pack_prompts  # noqa: E402
+from rankline.rerankers.blockrank_attention import forward_blocks, pack_prompts  # noqa: E402
 from rankline.retrieval.types import Hit, Query  # noqa: E402
 
 
