@@ -108,7 +108,7 @@ def main() -> None:
         with torch.inference_mode():
             retriever.search_batch(queries[:4], args.k)
             searcher.batch_search([q.text for q in queries[:4]], [q.qid for q in queries[:4]], args.k, args.threads)
-            [(hits_ours, s_ours), (hits_theirs, s_theirs)] = best_of(
+            (hits_ours, s_ours), (hits_theirs, s_theirs) = best_of(
                 args.rounds, lambda: retriever.search_batch(queries, args.k),
                 lambda: searcher.batch_search([q.text for q in queries], [q.qid for q in queries], args.k, args.threads))
     overlap = np.mean([len({h.docid for h in mine[:10]} & {h.docid for h in hits_theirs[q.qid][:10]}) / 10
