@@ -39,12 +39,17 @@ def add_reranker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output TREC run")
 
 
-def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The reranker keywords the user set, after checking the flags' ranges."""
-    for flag in _POSITIVE:
+def check_positive(args: argparse.Namespace, flags: tuple[str, ...]) -> None:
+    """Each of `flags` (argparse dests) that the user set must be >= 1."""
+    for flag in flags:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
+def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The reranker keywords the user set, after checking the flags' ranges."""
+    check_positive(args, _POSITIVE)
     if not args.tag or any(c.isspace() for c in args.tag):
         raise ValueError(f"--tag must be one non-empty word, got {args.tag!r}")
     return {key: getattr(args, key) for key in RERANKER_OPTIONS if getattr(args, key) is not None}

@@ -32,15 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rankline.pipelines.batch import BatchSettings, batch_rerank
     from rankline.pipelines.candidates import read_candidates
-    from rankline.pipelines.commands._reranker_options import reranker_options
+    from rankline.pipelines.commands._reranker_options import check_positive, reranker_options
     from rankline.pipelines.config import llm_reranker
     from rankline.pipelines.pipeline import Factory
 
     options = reranker_options(args)
-    for flag in ("workers", "queries_per_task"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    check_positive(args, ("workers", "queries_per_task"))
     if args.cpus_per_worker < 0 or args.gpus_per_worker < 0:
         raise ValueError("--cpus-per-worker and --gpus-per-worker must be >= 0")
     lists = read_candidates(args.run, topics=args.topics, corpus=args.corpus)[: args.limit]

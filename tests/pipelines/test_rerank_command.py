@@ -82,3 +82,14 @@ def test_missing_candidates_file_is_one_line_error(setup, capsys):
     args[args.index("--candidates") + 1] = str(tmp / "nope.jsonl")
     assert main(args + ["--out", str(tmp / "o.trec")]) == 2
     assert "nope.jsonl: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "flag"), [("rerank", "--window"), ("rerank", "--depth"),
+                                               ("batch-rerank", "--workers"), ("batch-rerank", "--queries-per-task")])
+def test_non_positive_counts_are_one_line_errors_and_write_nothing(setup, capsys, command, flag):
+    args, _, tmp = setup
+    args = [command, *args[1:]]
+    out = tmp / "o.trec"
+    assert main(args + [flag, "0", "--out", str(out)]) == 2
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+    assert list(tmp.iterdir()) == [tmp / "cases.jsonl"]
