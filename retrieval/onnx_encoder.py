@@ -32,10 +32,8 @@ def _input_names(hf_model: Any) -> list[str]:
     return [name for name in _INPUTS if name in params]
 
 
-def _export(hf_model: Any, folder: Path) -> None:
+def _export(hf_model: Any, names: list[str], folder: Path) -> None:
     import torch
-
-    names = _input_names(hf_model)
 
     class LastHiddenState(torch.nn.Module):
         def __init__(self) -> None:
@@ -72,12 +70,11 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _onnx_module(hf_model: Any, session: Any) -> Any:
-    """A torch module standing in for `hf_model` in sentence-transformers: the forward runs `session`."""
+def _onnx_module(hf_model: Any, names: list[str], session: Any) -> Any:
+    """A torch module standing in for `hf_model` in sentence-transformers: the forward runs `session`,
+    whose inputs are `names`."""
     import torch
     from transformers.modeling_outputs import BaseModelOutput
-
-    names = _input_names(hf_model)
 
     class OnnxTransformer(torch.nn.Module):
         def __init__(self) -> None:
@@ -103,8 +100,9 @@ def use_onnx_runtime(model: Any, weights_sha256: str) -> None:
     first = model[0]
     if not isinstance(first, Transformer) or set(first.modality_config) != {"text"}:
         raise ValueError(f"the first module is {type(first).__name__}, not a text-only transformer")
-    if not {"input_ids", "attention_mask"} <= set(_input_names(first.model)):
+    names = _input_names(first.model)
+    if not {"input_ids", "attention_mask"} <= set(names):
         raise ValueError(f"{type(first.model).__name__}.forward takes no input_ids / attention_mask")
     folder = cached_folder(cache_root() / "onnx" / f"{weights_sha256}-{_CACHE_VERSION}", "model.onnx",
-                           lambda tmp: _export(first.model, tmp))
-    first.model = _onnx_module(first.model, _session(folder / "model.onnx", torch.get_num_threads()))
+                           lambda tmp: _export(first.model, names, tmp))
+    first.model = _onnx_module(first.model, names, _session(folder / "model.onnx", torch.get_num_threads()))

@@ -47,7 +47,7 @@ def test_export_happens_once_and_auto_uses_it(tiny_encoder, cache, monkeypatch):
 
 
 def test_failed_export_falls_back_with_a_warning_or_raises_when_onnx_is_required(tiny_encoder, cache, monkeypatch):
-    def broken(_model, folder):
+    def broken(_model, _names, folder):
         (folder / "model.onnx").write_text("half")
         raise RuntimeError("unsupported operator")
 
