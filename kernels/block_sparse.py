@@ -253,16 +253,42 @@ def block_attention_scores(
     selected = torch.gather(q, 2, index[:, None, :, None].expand(B, Hq, index.shape[1], D))  # [B, Hq, n, D]
     # Document tokens of every row lie in [smallest instruction length, largest query start).
     lo, hi = min(layout.instruction, default=0), max(layout.query_starts(), default=0)
-    doc_of_token = doc_of_token[:, lo:hi]
-    rep = Hq // k.shape[1]
-    logits = (
-        selected.float().unflatten(1, (k.shape[1], rep)) @ k[:, :, lo:hi].float().transpose(-1, -2)[:, :, None]
-    ) * scale  # [B, Hkv, rep, n, Td]
-    is_doc = (doc_of_token >= 0)[:, None, None, None, :]
+    return _document_mass(selected, k[:, :, lo:hi], doc_of_token[:, lo:hi], layout.num_docs, scale)
+
+
+def document_attention_scores(
+    q: "torch.Tensor", k: "torch.Tensor", doc_lengths: Sequence[Sequence[int]], *, scale: float | None = None
+) -> "torch.Tensor":
+    """The scores of :func:`block_attention_scores` from the scoring queries and the document keys alone.
+
+    ``q`` [B, Hq, n, D] holds the chosen query-block tokens (rotated), ``k`` [B, Hkv, S, D] the keys of
+    each row's documents back to back (right padding ignored), ``doc_lengths[b]`` their token counts.
+    For a caller that keeps the document keys (e.g. in a per-layer cache) rather than whole rows."""
+    if q.dim() != 4 or k.dim() != 4 or q.shape[0] != k.shape[0] or q.shape[1] % k.shape[1] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"document_attention_scores: q {tuple(q.shape)} and k {tuple(k.shape)} do not match")
+    layout = BlockLayout.from_lists([0] * len(doc_lengths), doc_lengths, [0] * len(doc_lengths))
+    if layout.batch_size != q.shape[0]:
+        raise ValueError(f"document_attention_scores: {layout.batch_size} rows of lengths, tensors have {q.shape[0]}")
+    doc_of_token = layout.index(k.shape[2], k.device).doc_of_token
+    return _document_mass(q, k, doc_of_token, layout.num_docs, q.shape[-1] ** -0.5 if scale is None else float(scale))
+
+
+def _document_mass(
+    selected: "torch.Tensor", k: "torch.Tensor", doc_of_token: "torch.Tensor", num_docs: int, scale: float
+) -> "torch.Tensor":
+    """Scores [B, N] from queries [B, Hq, n, D] and keys [B, Hkv, S, D] whose token j belongs to document
+    ``doc_of_token[b, j]`` (-1: not a document token): one fp32 softmax over the document tokens per head
+    and query token, mean over both, summed per document."""
+    import torch
+
+    B, Hkv = k.shape[:2]
+    rep = selected.shape[1] // Hkv
+    logits = (selected.float().unflatten(1, (Hkv, rep)) @ k.float().transpose(-1, -2)[:, :, None]) * scale
+    is_doc = (doc_of_token >= 0)[:, None, None, None, :]  # logits: [B, Hkv, rep, n, S]
     probs = torch.softmax(logits.masked_fill(~is_doc, float("-inf")), dim=-1)
-    mass = probs.nan_to_num(0.0).mean(dim=(1, 2, 3))  # [B, Td]; NaN only in rows without document tokens
-    scores = mass.new_zeros(B, layout.num_docs + 1)
-    return scores.scatter_add_(1, torch.where(doc_of_token >= 0, doc_of_token, layout.num_docs), mass)[:, :-1]
+    mass = probs.nan_to_num(0.0).mean(dim=(1, 2, 3))  # [B, S]; NaN only in rows without document tokens
+    scores = mass.new_zeros(B, num_docs + 1)
+    return scores.scatter_add_(1, torch.where(doc_of_token >= 0, doc_of_token, num_docs), mass)[:, :-1]
 
 
 def _scores_naive(

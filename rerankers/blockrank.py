@@ -60,7 +60,9 @@ class BlockRankConfig:
     query_offset: first position id of the query block.
     scoring_query_tokens: how many of the query block's last tokens (ending in `[`) read the scores.
     calibrate / calibration_query: subtract the scores obtained with a content-free query.
-    batch_size: queries per forward pass (a calibrated query takes two rows).
+    batch_size: queries scored together (a calibrated query takes two prompts).
+    chunk_tokens: tokens per forward pass while the documents stream through the layers (see
+        rankline.rerankers.blockrank_attention); small enough for the CPU caches, raise it on a GPU.
     """
 
     layer: int | None = None
@@ -71,9 +73,10 @@ class BlockRankConfig:
     calibrate: bool = False
     calibration_query: str = CALIBRATION_QUERY
     batch_size: int = 1
+    chunk_tokens: int = 4096
 
     def __post_init__(self) -> None:
-        for name in ("max_block_tokens", "pad_to_multiple_of", "scoring_query_tokens", "batch_size"):
+        for name in ("max_block_tokens", "pad_to_multiple_of", "scoring_query_tokens", "batch_size", "chunk_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BlockRankConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.layer is not None and self.layer < 0:
@@ -235,7 +238,8 @@ class BlockRankReranker:
             prompts = [self.prompt(queries[i].text, hits[i]) for i in chunk]
             if cfg.calibrate:
                 prompts += [self.prompt(cfg.calibration_query, hits[i]) for i in chunk]
-            scores = score_prompts(self.model, prompts, layer=cfg.layer, scoring_tokens=cfg.scoring_query_tokens)
+            scores = score_prompts(self.model, prompts, layer=cfg.layer, scoring_tokens=cfg.scoring_query_tokens,
+                                   chunk_tokens=cfg.chunk_tokens)
             for j, i in enumerate(chunk):
                 row = scores[j]
                 if cfg.calibrate:

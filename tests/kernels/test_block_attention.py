@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rankline.kernels import BlockLayout, block_attention, block_attention_scores
+from rankline.kernels import BlockLayout, block_attention, block_attention_scores, document_attention_scores
 
 # fp32 and bf16 relative-RMS tolerances against the float64 reference
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
@@ -165,6 +165,24 @@ def test_scores_torch_matches_naive(name) -> None:
     for row, lengths in enumerate(layout.docs):
         total = math.fsum(float(s) for s in naive[row])
         assert total == pytest.approx(1.0 if sum(lengths) else 0.0, abs=1e-6)
+
+
+def test_document_scores_from_document_keys_alone_match_whole_rows() -> None:
+    """The scores from the picked queries and the documents' keys (as a key cache holds them) equal the
+    naive whole-row scores; each row's documents are taken out of the row and laid back to back."""
+    layout = LAYOUTS["ragged"]
+    q, k, _ = _inputs(layout, 6, 2, 16, torch.float32, seed=5)
+    index = [[q0 + n - 1, q0] for q0, n in zip(layout.query_starts(), layout.query)]
+    expected = block_attention_scores(q, k, layout, query_index=index, backend="naive")
+    picked = torch.stack([q[b, :, index[b]] for b in range(layout.batch_size)])
+    width = max(sum(d) for d in layout.docs)
+    docs = torch.zeros(layout.batch_size, k.shape[1], width, k.shape[3])
+    for b, (n_instr, lengths) in enumerate(zip(layout.instruction, layout.docs)):
+        docs[b, :, : sum(lengths)] = k[b, :, n_instr : n_instr + sum(lengths)]
+    got = document_attention_scores(picked, docs, layout.docs)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="do not match"):
+        document_attention_scores(picked, docs[:, :, :, :8], layout.docs)
 
 
 def test_layout_rows_must_agree() -> None:

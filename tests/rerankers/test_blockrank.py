@@ -20,7 +20,7 @@ from rankline.rerankers.blockrank import (  # noqa: E402
     format_document,
     order_hits,
 )
-from rankline.rerankers.blockrank_attention import forward_blocks, pack_prompts  # noqa: E402
+from rankline.rerankers.blockrank_attention import forward_blocks, pack_prompts, score_prompts  # noqa: E402
 from rankline.retrieval.types import Hit, Query  # noqa: E402
 
 
@@ -159,14 +159,32 @@ def test_structured_attention_equals_dense_masked_attention(fixtures_dir, tiny):
     prompts = [build_prompt(tok, c["query"], [format_document(d.get("title"), d["text"]) for d in c["candidates"]],
                             config) for c in (cases[0], cases[2])]
     dense_hidden, dense_scores = _dense_reference(model, prompts, layer=1)
-    hidden = forward_blocks(model, prompts, layer=None)
+    hidden = forward_blocks(model, prompts)
     for row, prompt in enumerate(prompts):
         n = sum(prompt.lengths)
         torch.testing.assert_close(hidden[row, :n], dense_hidden[row, :n], rtol=1e-4, atol=1e-5)
-    scores = forward_blocks(model, prompts, layer=1)
-    for row, prompt in enumerate(prompts):
-        assert scores[row, :prompt.num_docs].tolist() == pytest.approx(dense_scores[row], rel=1e-5, abs=1e-8)
+    # The scoring path streams the documents: one pass for everything, one row per document, and rows of
+    # both prompts sharing passes must all give the dense scores.
+    for chunk_tokens in (100_000, 1, 400):
+        scores = score_prompts(model, prompts, layer=1, scoring_tokens=2, chunk_tokens=chunk_tokens)
+        for row, prompt in enumerate(prompts):
+            assert scores[row] == pytest.approx(dense_scores[row], rel=1e-5, abs=1e-8), chunk_tokens
     assert model.config._attn_implementation == implementation  # restored after each pass
+
+
+def test_document_chunks_fill_passes_up_to_the_token_budget(tiny):
+    from rankline.rerankers.blockrank_attention import _document_chunks
+
+    _, tok = tiny
+    config = BlockRankConfig()
+    long_prompt = build_prompt(tok, "q", ["one two three four five six " * 20] * 5, config)
+    short_prompt = build_prompt(tok, "q", ["one"], config)
+    n_instr, doc = long_prompt.lengths[0], long_prompt.lengths[1]
+    assert (n_instr, doc, short_prompt.lengths[1]) == (191, 384, 31)
+    budget = 2 * (n_instr + doc)  # rows of two documents (959 tokens); the last (575) and the short row (222) fit
+    assert _document_chunks([long_prompt, short_prompt], budget) == [
+        [(0, 0, 2)], [(0, 2, 4)], [(0, 4, 5), (1, 0, 1)]]  # the short rows share a pass
+    assert _document_chunks([long_prompt], 1) == [[(0, i, i + 1)] for i in range(5)]  # at least one document
 
 
 class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
@@ -186,7 +204,7 @@ class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
 
 def test_memory_grows_linearly_not_quadratically(tiny):
     """At N = 1,500 documents (T ~ 81k tokens) one [T, T] fp32 matrix would take 26 GB, the 4 heads' scores 105 GB.
-    Every tensor of the forward pass stays below T^2 / 100 elements (in fact ~30M, under T^2 / 200), and
+    Every tensor of the scoring passes stays below T^2 / 100 elements (in fact 12.5M, the key cache, ~T^2 / 500), and
     doubling N at most doubles the largest one."""
     model, tok = tiny
     config = BlockRankConfig(layer=1)
@@ -196,8 +214,8 @@ def test_memory_grows_linearly_not_quadratically(tiny):
         prompt = build_prompt(tok, "where does the river meet the sea", docs[:n], config)
         T = sum(prompt.lengths)
         with _LargestTensor() as probe:
-            scores = forward_blocks(model, [prompt], layer=1)
-        assert scores.shape == (1, n) and math.isclose(scores.sum().item(), 1.0, rel_tol=1e-4)
+            scores = score_prompts(model, [prompt], layer=1, scoring_tokens=2, chunk_tokens=4096)[0]
+        assert len(scores) == n and math.isclose(sum(scores), 1.0, rel_tol=1e-4)
         assert probe.largest < T * T / 100, (n, T, probe.largest)
         largest[n] = probe.largest
     assert largest[3000] <= 2.2 * largest[1500], largest
