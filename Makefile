@@ -69,4 +69,6 @@ demo: $(STAMP)
 		--corpus $(DATA)/trec-dl-2019/passages.jsonl.gz --depth 2 --out $(OUT)/smollm2-labels.qrels
 
 test: $(STAMP)
+	# Unused imports and names, undefined names: the tests would not catch them all.
+	$(BIN)/python -m pyflakes evaluation retrieval kernels rerankers pipelines tests benchmarks
 	$(BIN)/python -m pytest

@@ -23,12 +23,9 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from rankline.retrieval.types import Hit, Query
-
-if TYPE_CHECKING:
-    import torch
 
 # The official prompt (src/blockrank/dataset.py), verbatim.
 INSTRUCTION = (

@@ -62,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from rankline.pipelines.candidates import read_candidates
-    from rankline.pipelines.commands._reranker_options import reranker_options
+    from rankline.pipelines.commands._reranker_options import check_positive, reranker_options
     from rankline.rerankers.models import load_causal_lm
     from rankline.rerankers.registry import build_reranker
 
     options = reranker_options(args)
+    check_positive(args, ("query_group",))
     lists = read_candidates(args.candidates, topics=args.topics, corpus=args.corpus)
     if args.limit is not None:
         lists = lists[: args.limit]
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         lm = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
         reranker = build_reranker(args.reranker, lm, **options)
-        group = max(1, args.query_group)
+        group = args.query_group
         with open(partial, "a", encoding="utf-8") as fh, \
                 tqdm(total=len(lists), initial=len(done), desc=f"rerank {args.reranker}", unit="query") as bar:
             for i in range(0, len(todo), group):

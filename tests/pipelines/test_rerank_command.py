@@ -85,7 +85,7 @@ def test_missing_candidates_file_is_one_line_error(setup, capsys):
 
 
 @pytest.mark.parametrize(("command", "flag"), [("rerank", "--window"), ("rerank", "--depth"),
-                                               ("batch-rerank", "--workers"), ("batch-rerank", "--queries-per-task")])
+                                               ("rerank", "--query-group"), ("batch-rerank", "--workers"), ("batch-rerank", "--queries-per-task")])
 def test_non_positive_counts_are_one_line_errors_and_write_nothing(setup, capsys, command, flag):
     args, _, tmp = setup
     args = [command, *args[1:]]

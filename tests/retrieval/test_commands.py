@@ -6,7 +6,7 @@ import pytest
 from rankline.evaluation.formats import read_run
 from rankline.pipelines.cli import main
 
-from .conftest import DOCS_A, write_beir_corpus
+from .conftest import write_beir_corpus
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ encoder's own embeddings."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
