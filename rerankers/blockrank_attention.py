@@ -15,7 +15,7 @@ and keeps each layer's keys and values of the documents (and the instruction) in
 runs the query blocks alone, attending to the cache and causally to themselves, and at the scoring layer
 reads the scores with `block_attention_scores`' formula from the cached document keys. Every activation is
 then sized by the chunk, not by the prompt, so the time per document stays flat from 20 to 500+ documents
-(whole 50k-token prompts fall out of the CPU caches and allocator fast paths and cost ~1.3x more per token).
+(whole 50k-token prompts fall out of the CPU caches and allocator fast paths and cost ~1.4x more per token).
 The scoring layer's output and all later layers are never computed (the reference replaces them by
 identities, which gives the same scores at a higher cost).
 """
