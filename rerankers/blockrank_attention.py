@@ -65,7 +65,7 @@ class _WholeRows(_Pass):
 @dataclass
 class _PromptCache:
     """Keys and values [layers, Hkv, P, D] of one prompt's instruction and documents (P tokens) for layers
-    0..layer (values up to layer - 1: the scoring layer needs only keys)."""
+    0..last, the scoring layer (values up to last - 1: the scoring layer needs only keys)."""
 
     prompt: "BlockPrompt"
     keys: "torch.Tensor | None" = None
@@ -275,5 +275,5 @@ def score_prompts(model: Any, prompts: Sequence["BlockPrompt"], *, layer: int, s
         layout = BlockLayout.from_lists([prompts[i].lengths[0] for i, _, _ in chunk], docs, [0] * len(chunk))
         if _run(model, rows, _DocumentRows(layout, targets, layer)) is not None:
             raise RuntimeError(f"layer {layer} was never reached: the model has no such decoder layer")
-    queries = [(i[-p.lengths[-1]:], pos[-p.lengths[-1]:]) for i, pos, p in zip(ids, positions, prompts)]
+    queries = [(row_ids[-p.lengths[-1]:], pos[-p.lengths[-1]:]) for row_ids, pos, p in zip(ids, positions, prompts)]
     return _run(model, queries, _QueryRows(caches, layer, scoring_tokens))
