@@ -155,6 +155,8 @@ def main() -> int:
     parser.add_argument("--request-timeout", type=float, default=120.0,
                         help="the service's per-stage budget; a request waiting longer is answered 503 (default 120)")
     parser.add_argument("--no-rerank", action="store_true", help="skip the reranking mode")
+    parser.add_argument("--batch-wait", type=float,
+                        help="seconds a stage waits to fill a batch (default: the serve setting batch_wait_timeout_s's)")
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -190,7 +192,8 @@ def main() -> int:
                             ServeSettings(max_k=100, max_query_chars=2000, max_batch_size=batch,
                                           retriever_resources={"CPU": args.threads},
                                           reranker_resources={"CPU": args.threads},
-                                          request_timeout_s=args.request_timeout))
+                                          request_timeout_s=args.request_timeout,
+                                          **({} if args.batch_wait is None else {"batch_wait_timeout_s": args.batch_wait})))
     ensure_ray()
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -37,7 +37,7 @@ from rankline.pipelines.pipeline import Factory, Pipeline
 class ServeSettings:
     """Limits and scaling of the search endpoint."""
 
-    retriever_replicas: int = 1
+    retriever_replicas: int = 1  # replicas of the ingress, which holds the retriever
     retriever_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
     reranker_replicas: int = 1
     reranker_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
