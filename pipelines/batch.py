@@ -1,9 +1,9 @@
 """Batch reranking of candidate lists over a pool of Ray actors, resumable and atomic.
 
-Every finished query is appended at once to a journal beside the output (`OUT.partial.jsonl`,
-one JSON line per query, flushed and fsynced); a job started again with the same inputs and
-settings skips the queries already there. The output run appears only when every query is done
-(temporary file + rename), queries in input order, and the journal is then removed.
+The run is written as a `rankline.pipelines.journal.ResumableRun`: every finished query is journaled
+at once beside the output (`OUT.partial.jsonl`), a job started again with the same inputs and settings
+skips the queries already there, and the output run appears only when every query is done, queries
+in input order.
 
 Reranker actors that die (a crashed process, a killed actor) are restarted by Ray, which re-runs
 the calls they held; the reranker is rebuilt from its Factory, so the output is the same as an
@@ -11,19 +11,14 @@ uninterrupted job's.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from rankline.evaluation.formats import write_run
-from rankline.evaluation.io import FormatError
-from rankline.pipelines.pipeline import Factory, Run
+from rankline.pipelines.journal import ResumableRun
+from rankline.pipelines.pipeline import Factory
 from rankline.retrieval.types import Hit, Query
-
-JOURNAL_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -45,65 +40,6 @@ class BatchSettings:
     progress: bool = True
 
 
-def journal_path(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".partial.jsonl")
-
-
-def fingerprint(requests: Sequence[tuple[Query, Sequence[Hit]]], settings: Mapping[str, object]) -> str:
-    """A digest of the inputs and of the settings that change the output: a journal written for
-    other inputs is never resumed."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for query, hits in requests:
-        digest.update(json.dumps([query.qid, query.text, [[h.docid, h.text, h.title] for h in hits]]).encode())
-    return digest.hexdigest()
-
-
-def read_journal(path: Path, expected: str) -> tuple[dict[str, list[tuple[str, float]]], int]:
-    """Finished queries of an earlier run and the byte length of the journal's complete lines (a
-    last line cut short by a crash is ignored, and later cut off)."""
-    if not path.exists():
-        return {}, 0
-    data = path.read_bytes()
-    done: dict[str, list[tuple[str, float]]] = {}
-    valid = 0
-    for line_no, line in enumerate(data.split(b"\n"), 1):
-        if valid + len(line) == len(data):  # no newline after it: the write a crash interrupted
-            break
-        try:
-            record = json.loads(line)
-            if line_no == 1:
-                if record.get("fingerprint") != expected:
-                    raise ValueError(f"{path}: journal of a job with other inputs or settings; delete it to start over")
-            else:
-                done[record["qid"]] = [(docid, float(score)) for docid, score in record["hits"]]
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise FormatError(path, line_no, "expected a JSON object {'qid', 'hits'} per line") from None
-        valid += len(line) + 1
-    return done, valid
-
-
-class _Journal:
-    """Appends finished queries, each line flushed and fsynced before the next is accepted."""
-
-    def __init__(self, path: Path, fp: str, valid: int):
-        self.fh = open(path, "ab")
-        self.fh.truncate(valid)
-        if valid == 0:
-            self._write({"rankline_batch": JOURNAL_VERSION, "fingerprint": fp})
-
-    def _write(self, record: dict) -> None:
-        self.fh.write(json.dumps(record).encode() + b"\n")
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-
-    def add(self, qid: str, hits: Sequence[Hit]) -> None:
-        self._write({"qid": qid, "hits": [[h.docid, h.score] for h in hits]})
-
-    def close(self) -> None:
-        self.fh.close()
-
-
 def batch_rerank(
     requests: Sequence[tuple[Query, Sequence[Hit]]],
     reranker: Factory,
@@ -123,18 +59,8 @@ def batch_rerank(
 
     from rankline.pipelines.actors import StageActor, actor_options, check_fits, ensure_ray
 
-    out = Path(out)
-    qids = [q.qid for q, _ in requests]
-    if len(set(qids)) != len(qids):
-        raise ValueError("each query may appear only once in a batch job")
-    fp = fingerprint(requests, dict(identity or {}))
-    path = journal_path(out)
-    done, valid = read_journal(path, fp)
-    todo = [(q, list(hits)) for q, hits in requests if q.qid not in done]
-    resumed = len(requests) - len(todo)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    journal = _Journal(path, fp, valid)
-    try:
+    with ResumableRun(out, requests, dict(identity or {})) as run:
+        todo = [(q, list(hits)) for q, hits in requests if q.qid not in run.done]
         if todo:
             ensure_ray()
             check_fits([settings.resources] * min(settings.workers, len(todo)))
@@ -145,13 +71,12 @@ def batch_rerank(
             for i in range(0, len(todo), size):
                 chunk = todo[i : i + size]
                 pool.submit(lambda a, c: a.rerank_queries.remote([q for q, _ in c], [h for _, h in c]), chunk)
-            bar = tqdm(total=len(requests), initial=resumed, unit="query", disable=not settings.progress,
+            bar = tqdm(total=len(requests), initial=run.resumed, unit="query", disable=not settings.progress,
                        desc="batch-rerank")
             try:
                 while pool.has_next():
                     for qid, hits in pool.get_next_unordered():
-                        journal.add(qid, hits)
-                        done[qid] = [(h.docid, h.score) for h in hits]
+                        run.add(qid, hits)
                         bar.update(1)
                         if on_query_done is not None:
                             on_query_done(qid)
@@ -159,9 +84,5 @@ def batch_rerank(
                 bar.close()
                 for actor in actors:
                     ray.kill(actor, no_restart=True)
-        run: Run = {qid: dict(done[qid]) for qid in qids}
-        write_run(out, run, tag=tag)
-    finally:
-        journal.close()
-    path.unlink()
-    return BatchReport(len(requests), resumed, len(todo), out)
+        run.finish(tag)
+    return BatchReport(len(requests), run.resumed, len(todo), run.out)

@@ -4,15 +4,13 @@
                     --model NAME_OR_PATH [--window 20 --stride 10 --depth 100] [--parity rank_llm] --out RUN.trec
 
 FILE is a requests jsonl, a rank_llm retrieve-results JSON(.gz), or a TREC run (with --topics and
---corpus). Finished queries are appended to a partial file beside the output (with a settings file
-next to it); an interrupted job rerun with the same arguments resumes after them, and the output
-appears, complete, only at the end (rename).
+--corpus). Every finished query is journaled beside the output (RUN.trec.partial.jsonl, as
+`batch-rerank` does); an interrupted job rerun with the same arguments resumes after them, and the
+output appears, complete, only at the end (rename).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
 HELP = "rerank candidate lists with an LLM reranker (FIRST, listwise generation, query likelihood, BlockRank) into a TREC run"
@@ -28,41 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "after each group (default 1)")
 
 
-def _partial_paths(out: Path) -> tuple[Path, Path]:
-    return out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.partial.json")
-
-
-def _resume(partial: Path, sizes: dict[str, int]) -> set[str]:
-    """The queries whose lines are all in `partial`; anything after them (a query cut short) is dropped."""
-    from rankline.evaluation.io import atomic_write
-
-    if not partial.exists():
-        return set()
-    done: set[str] = set()
-    keep: list[str] = []
-    block: list[str] = []
-    with open(partial, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break
-            qid = line.split(" ", 1)[0]
-            if block and block[0].split(" ", 1)[0] != qid:
-                break  # a new query started before the previous one was complete
-            block.append(line)
-            if len(block) == sizes.get(qid, -1):
-                done.add(qid)
-                keep.extend(block)
-                block = []
-    with atomic_write(partial) as out:
-        out.write("".join(keep))
-    return done
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from rankline.pipelines.candidates import read_candidates
     from rankline.pipelines.commands._reranker_options import check_positive, reranker_options
+    from rankline.pipelines.journal import ResumableRun
     from rankline.rerankers.models import load_causal_lm
     from rankline.rerankers.registry import build_reranker
 
@@ -71,40 +40,19 @@ def run(args: argparse.Namespace) -> int:
     lists = read_candidates(args.candidates, topics=args.topics, corpus=args.corpus)
     if args.limit is not None:
         lists = lists[: args.limit]
-    qids = [c.query.qid for c in lists]
-    if len(set(qids)) != len(qids):
-        raise ValueError(f"{args.candidates}: a query appears more than once")
-
-    partial, settings_path = _partial_paths(args.out)
-    settings = {"candidates": str(args.candidates.resolve()), "reranker": args.reranker, "model": args.model,
-                "options": options, "limit": args.limit, "dtype": args.dtype}
-    if partial.exists():
-        previous = json.loads(settings_path.read_text()) if settings_path.exists() else None
-        if previous != settings:
-            raise ValueError(f"{partial}: a partial run with other settings is in the way "
-                             f"({previous} != {settings}); delete it or choose another --out")
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        settings_path.write_text(json.dumps(settings, indent=1) + "\n")
-    done = _resume(partial, {c.query.qid: len(c.hits) for c in lists})
-    todo = [c for c in lists if c.query.qid not in done]
-
-    if todo:
-        lm = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
-        reranker = build_reranker(args.reranker, lm, **options)
-        group = args.query_group
-        with open(partial, "a", encoding="utf-8") as fh, \
-                tqdm(total=len(lists), initial=len(done), desc=f"rerank {args.reranker}", unit="query") as bar:
-            for i in range(0, len(todo), group):
-                chunk = todo[i : i + group]
-                results = reranker.rerank_batch([c.query for c in chunk], [c.hits for c in chunk])
-                for cand, hits in zip(chunk, results):
-                    fh.write("".join(f"{cand.query.qid} Q0 {h.docid} {rank} {h.score!r} {args.tag}\n"
-                                     for rank, h in enumerate(hits, 1)))
-                fh.flush()
-                os.fsync(fh.fileno())
-                bar.update(len(chunk))
-    os.replace(partial, args.out)
-    settings_path.unlink(missing_ok=True)
+    identity = {"reranker": args.reranker, "model": args.model, "dtype": args.dtype, "options": options}
+    with ResumableRun(args.out, [(c.query, c.hits) for c in lists], identity) as journal:
+        todo = [c for c in lists if c.query.qid not in journal.done]
+        if todo:
+            lm = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
+            reranker = build_reranker(args.reranker, lm, **options)
+            with tqdm(total=len(lists), initial=journal.resumed, desc=f"rerank {args.reranker}", unit="query") as bar:
+                for i in range(0, len(todo), args.query_group):
+                    chunk = todo[i : i + args.query_group]
+                    results = reranker.rerank_batch([c.query for c in chunk], [c.hits for c in chunk])
+                    for cand, hits in zip(chunk, results):
+                        journal.add(cand.query.qid, hits)
+                    bar.update(len(chunk))
+        journal.finish(args.tag)
     print(f"wrote {args.out}: {len(lists)} queries reranked by {args.reranker} ({args.model})")
     return 0

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from rankline.evaluation.formats import write_run
-from rankline.pipelines.batch import BatchSettings, batch_rerank, fingerprint, journal_path, read_journal
+from rankline.pipelines.batch import BatchSettings, batch_rerank
+from rankline.pipelines.journal import fingerprint, journal_path, read_journal
 from rankline.pipelines.pipeline import Factory
 from rankline.retrieval.types import Query
 
@@ -109,6 +110,20 @@ def test_journal_of_other_inputs_is_not_resumed(ray_session, toy, requests, tmp_
     journal_path(out).write_text(json.dumps({"rankline_batch": 1, "fingerprint": "other"}) + "\n")
     with pytest.raises(ValueError, match="other inputs or settings; delete it"):
         batch_rerank(requests, Factory(toy.ShortestFirstReranker), out, settings=SETTINGS, identity={"depth": 3})
+
+
+def test_an_unfinished_run_is_never_written(requests, tmp_path):
+    from rankline.pipelines.journal import ResumableRun
+
+    out = tmp_path / "out.trec"
+    with ResumableRun(out, requests, {}) as run:
+        query, hits = requests[0]
+        run.add(query.qid, hits)
+        with pytest.raises(RuntimeError, match=f"{len(requests) - 1} queries are not done yet"):
+            run.finish("rankline")
+    assert not out.exists() and journal_path(out).exists()
+    with pytest.raises(ValueError, match="only once"):
+        ResumableRun(out, [requests[0], requests[0]], {})
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """`rankline rerank` end to end with the tiny Llama: parity orders in the run file, resume after an
-interruption (and after a query cut short mid-write), settings guard, clear errors."""
+interruption (and after a query cut short mid-write) from the journal it shares with batch-rerank,
+settings guard, clear errors."""
 from __future__ import annotations
 
 import json
@@ -53,10 +54,10 @@ def test_interrupted_run_resumes(setup, monkeypatch):
     monkeypatch.setattr(FirstReranker, "rerank_batch", interrupt_after_two)
     assert main(args + ["--out", str(out)]) == 130
     assert not out.exists()
-    partial = tmp / ".run.trec.partial"
-    assert len(partial.read_text().splitlines()) == 1 + 7
-    with partial.open("a") as fh:  # a crash in the middle of writing the third query
-        fh.write("s03-n20 Q0 x 1 20.0 rankline\ns03-n20 Q0 y 2 19.0 rank")
+    journal = tmp / "run.trec.partial.jsonl"
+    assert [json.loads(line).get("qid") for line in journal.read_text().splitlines()] == [None, "s01-n1", "s02-n7"]
+    with journal.open("a") as fh:  # a crash in the middle of writing the third query
+        fh.write('{"qid": "s03-n20", "hits": [["x", 20.0], ["y", 19')
 
     calls.clear()
     monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, q, h: (calls.append([x.qid for x in q]), real(self, q, h))[1])
@@ -67,13 +68,13 @@ def test_interrupted_run_resumes(setup, monkeypatch):
     assert all(orders[q] == expected[q] for q in orders)
 
 
-def test_partial_run_with_other_settings_is_refused(setup, monkeypatch, capsys):
+def test_journal_of_other_settings_is_refused(setup, monkeypatch, capsys):
     args, _, tmp = setup
     out = tmp / "run.trec"
     monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, q, h: (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(args + ["--out", str(out)]) == 130
     assert main(args + ["--window", "5", "--out", str(out)]) == 2
-    assert "partial run with other settings" in capsys.readouterr().err
+    assert "journal of a job with other inputs or settings" in capsys.readouterr().err
 
 
 def test_missing_candidates_file_is_one_line_error(setup, capsys):

@@ -1,0 +1,111 @@
+"""Resumable run files: a run built query by query that survives crashes and interruptions.
+
+Every finished query is appended at once to a journal beside the output (`OUT.partial.jsonl`: a
+header line with the job's fingerprint, then one JSON line per query, each flushed and fsynced). A
+job started again with the same inputs and settings (the same fingerprint) skips the queries already
+there; a journal of other inputs or settings is refused, never mixed in; a last line cut short by a
+crash is dropped. The run file appears only when every query is done (temporary file + rename),
+queries in input order, and the journal is then removed. `rankline rerank` and `rankline
+batch-rerank` both write their runs this way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from rankline.evaluation.formats import write_run
+from rankline.evaluation.io import FormatError
+from rankline.retrieval.types import Hit, Query
+
+JOURNAL_VERSION = 1
+
+
+def journal_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def fingerprint(requests: Sequence[tuple[Query, Sequence[Hit]]], settings: Mapping[str, object]) -> str:
+    """A digest of the inputs and of the settings that change the output: a journal written for
+    other inputs is never resumed."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for query, hits in requests:
+        digest.update(json.dumps([query.qid, query.text, [[h.docid, h.text, h.title] for h in hits]]).encode())
+    return digest.hexdigest()
+
+
+def read_journal(path: Path, expected: str) -> tuple[dict[str, list[tuple[str, float]]], int]:
+    """Finished queries of an earlier run and the byte length of the journal's complete lines (a
+    last line cut short by a crash is ignored, and later cut off)."""
+    if not path.exists():
+        return {}, 0
+    data = path.read_bytes()
+    done: dict[str, list[tuple[str, float]]] = {}
+    valid = 0
+    for line_no, line in enumerate(data.split(b"\n"), 1):
+        if valid + len(line) == len(data):  # no newline after it: the write a crash interrupted
+            break
+        try:
+            record = json.loads(line)
+            if line_no == 1:
+                if record.get("fingerprint") != expected:
+                    raise ValueError(f"{path}: journal of a job with other inputs or settings; delete it to start over")
+            else:
+                done[record["qid"]] = [(docid, float(score)) for docid, score in record["hits"]]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise FormatError(path, line_no, "expected a JSON object {'qid', 'hits'} per line") from None
+        valid += len(line) + 1
+    return done, valid
+
+
+class ResumableRun:
+    """The run of `requests` (query, candidates) to be written to `out`; `identity` names the settings
+    that determine the output (reranker, model, options, ...). `done` holds the queries finished so far,
+    including those of an earlier, interrupted job; use it as a context manager."""
+
+    def __init__(self, out: str | os.PathLike, requests: Sequence[tuple[Query, Sequence[Hit]]],
+                 identity: Mapping[str, object]):
+        self.out = Path(out)
+        self.qids = [q.qid for q, _ in requests]
+        if len(set(self.qids)) != len(self.qids):
+            raise ValueError("each query may appear only once in a run")
+        fp = fingerprint(requests, identity)
+        self.path = journal_path(self.out)
+        self.done, valid = read_journal(self.path, fp)
+        self.resumed = len(self.done)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "ab")
+        self._fh.truncate(valid)
+        if valid == 0:
+            self._write({"rankline_batch": JOURNAL_VERSION, "fingerprint": fp})
+
+    def _write(self, record: dict) -> None:
+        self._fh.write(json.dumps(record).encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def add(self, qid: str, hits: Sequence[Hit]) -> None:
+        """Journal a finished query (durable when this returns)."""
+        self._write({"qid": qid, "hits": [[h.docid, h.score] for h in hits]})
+        self.done[qid] = [(h.docid, h.score) for h in hits]
+
+    def finish(self, tag: str) -> None:
+        """Write the run (every query must be done) atomically and remove the journal."""
+        missing = [qid for qid in self.qids if qid not in self.done]
+        if missing:
+            raise RuntimeError(f"{len(missing)} queries are not done yet, e.g. {missing[0]!r}")
+        write_run(self.out, {qid: dict(self.done[qid]) for qid in self.qids}, tag=tag)
+        self.close()
+        self.path.unlink()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "ResumableRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
