@@ -71,7 +71,8 @@ class ResumableRun:
         self.out = Path(out)
         self.qids = [q.qid for q, _ in requests]
         if len(set(self.qids)) != len(self.qids):
-            raise ValueError("each query may appear only once in a run")
+            twice = next(qid for i, qid in enumerate(self.qids) if qid in self.qids[:i])
+            raise ValueError(f"query {twice!r} appears more than once in the candidates; each query may appear only once")
         fp = fingerprint(requests, identity)
         self.path = journal_path(self.out)
         self.done, valid = read_journal(self.path, fp)

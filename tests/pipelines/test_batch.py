@@ -122,7 +122,7 @@ def test_an_unfinished_run_is_never_written(requests, tmp_path):
         with pytest.raises(RuntimeError, match=f"{len(requests) - 1} queries are not done yet"):
             run.finish("rankline")
     assert not out.exists() and journal_path(out).exists()
-    with pytest.raises(ValueError, match="only once"):
+    with pytest.raises(ValueError, match="appears more than once in the candidates"):
         ResumableRun(out, [requests[0], requests[0]], {})
 
 
