@@ -64,8 +64,9 @@ class _WholeRows(_Pass):
 
 @dataclass
 class _PromptCache:
-    """Keys and values [layers, Hkv, P, D] of one prompt's instruction and documents (P tokens) for layers
-    0..last, the scoring layer (values up to last - 1: the scoring layer needs only keys)."""
+    """Keys and values [layers, Hkv, T, D] of one prompt's T tokens for layers 0..last, the scoring layer
+    (values up to last - 1: the scoring layer needs only keys). Stage 1 fills the instruction and the
+    documents (the first `prefix_len` tokens), stage 2 the query block after them."""
 
     prompt: "BlockPrompt"
     keys: "torch.Tensor | None" = None
@@ -80,7 +81,7 @@ class _PromptCache:
         import torch
 
         if self.keys is None:
-            shape = (last + 1, key.shape[0], self.prefix_len, key.shape[-1])
+            shape = (last + 1, key.shape[0], sum(self.prompt.lengths), key.shape[-1])
             self.keys = torch.empty(shape, dtype=key.dtype, device=key.device)
             self.values = torch.empty((last, *shape[1:]), dtype=value.dtype, device=value.device)
         self.keys[layer, :, start:start + key.shape[1]] = key
@@ -111,8 +112,8 @@ class _DocumentRows(_Pass):
 
 @dataclass
 class _QueryRows(_Pass):
-    """Stage 2: every prompt's query block alone (rows padded at the end), attending to its prompt's cache
-    and causally to itself; at the scoring layer the last `scoring_tokens` query tokens read the scores."""
+    """Stage 2: every prompt's query block alone (rows padded at the end); its keys and values join its
+    prompt's cache, and it attends to the cache and causally to itself; at the scoring layer the last `scoring_tokens` query tokens read the scores."""
 
     caches: list[_PromptCache]
     last: int
@@ -131,12 +132,12 @@ class _QueryRows(_Pass):
             q = query[row:row + 1, :, :n]
             if layer == self.last:
                 picked = q[:, :, n - self.scoring_tokens:]
-                docs = cache.keys[layer, None, :, n_instr:]
+                docs = cache.keys[layer, None, :, n_instr:p]
                 scores = document_attention_scores(picked, docs, [cache.prompt.lengths[1:-1]], scale=scale)
                 self.scores.append(scores[0].tolist())
                 continue
-            keys = torch.cat([cache.keys[layer], key[row, :, :n]], dim=1)[None]
-            values = torch.cat([cache.values[layer], value[row, :, :n]], dim=1)[None]
+            cache.write(layer, self.last, p, key[row, :, :n], value[row, :, :n])
+            keys, values = cache.keys[layer, None, :, :p + n], cache.values[layer, None, :, :p + n]
             i, j = torch.arange(n, device=q.device)[:, None], torch.arange(p + n, device=q.device)[None, :]
             mask = j <= p + i
             out[row:row + 1, :, :n] = F.scaled_dot_product_attention(
