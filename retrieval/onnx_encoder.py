@@ -1,8 +1,8 @@
 """ONNX Runtime for the transformer of a sentence-transformers encoder on the CPU: the same embeddings
-(within 1e-6) in about two thirds of PyTorch's time.
+(within 1e-6) in about half of PyTorch's time (MiniLM on SciFact, benchmarks/retrieval_speed.py).
 
 The encoder's Hugging Face transformer (its first module) is exported once to ONNX and cached as
-``$RANKLINE_CACHE/onnx/<weights sha256>/model.onnx``; at load it is swapped for a module that runs the
+``$RANKLINE_CACHE/onnx/<weights sha256>-<recipe version>/model.onnx``; at load it is swapped for a module that runs the
 export in ONNX Runtime, so tokenisation, prompts, pooling, normalisation and any dense layers still
 run in sentence-transformers exactly as before. The export traces the eager attention path: the SDPA
 path bakes the example batch's padding into the graph, which gives wrong embeddings for other batches.
