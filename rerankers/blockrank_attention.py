@@ -253,13 +253,10 @@ def _document_chunks(prompts: Sequence["BlockPrompt"], chunk_tokens: int) -> lis
 def score_prompts(model: Any, prompts: Sequence["BlockPrompt"], *, layer: int, scoring_tokens: int,
                   chunk_tokens: int) -> list[list[float]]:
     """BlockRank scores of each prompt's documents, in block order: stage 1 streams the documents in
-    passes of at most `chunk_tokens` tokens, stage 2 runs all query blocks in one pass."""
+    passes of at most `chunk_tokens` tokens, stage 2 runs all query blocks in one pass. The prompts come
+    from `build_prompt`, which guarantees each query block at least `scoring_tokens` tokens."""
     from rankline.kernels import BlockLayout
 
-    for prompt in prompts:
-        if not 1 <= scoring_tokens <= prompt.lengths[-1]:
-            raise ValueError(f"scoring_tokens must be in 1..{prompt.lengths[-1]} (the query block's length), "
-                             f"got {scoring_tokens}")
     caches = [_PromptCache(p) for p in prompts]
     ids = [p.input_ids() for p in prompts]
     positions = [p.position_ids() for p in prompts]

@@ -261,6 +261,11 @@ def test_errors_name_the_problem(tiny):
         BlockRankReranker(model, tok, BlockRankConfig(layer=5))
     with pytest.raises(ValueError, match="max_block_tokens must be >= 1"):
         BlockRankConfig(max_block_tokens=0)
+    with pytest.raises(ValueError, match="chunk_tokens must be >= 1"):
+        BlockRankConfig(chunk_tokens=0)
+    too_many = BlockRankReranker(model, tok, BlockRankConfig(layer=1, scoring_query_tokens=10_000))
+    with pytest.raises(ValueError, match="the query block has fewer than scoring_query_tokens=10000 tokens"):
+        too_many.score_batch([Query("q", "salmon")], [[Hit("d", 0.0, "river")]])
 
 
 def test_rerank_command_writes_the_official_scores(fixtures_dir, tmp_path):
