@@ -12,7 +12,8 @@ DIR is a dense index of ../shared/data/beir/scifact built by
    queries back to back; every `--malformed-every`-th request is malformed (broken JSON, missing or
    empty query, k out of range, wrong types, unknown field, too long);
 3. prints throughput of valid requests, p50/p95/p99 latency, responses by status, whether every
-   malformed request got a 4xx, and the HTTP/in-process throughput ratios.
+   malformed request got a 4xx, the HTTP/in-process throughput ratios, and the HTTP floor: the
+   round trip of GET /health, which bounds what one client can get however fast the retrieval.
 Goals: zero 5xx, every malformed request a 4xx, retrieval-only throughput within 2x of in-process.
 """
 from __future__ import annotations
@@ -111,6 +112,19 @@ async def run_load(url: str, texts: list[str], clients: int, duration: float, re
     return result
 
 
+async def health_round_trip_ms(url: str, n: int = 200) -> float:
+    """Median round trip of GET /health, one at a time: HTTP, Serve's proxy and the ingress, no stage."""
+    import httpx
+
+    times = []
+    async with httpx.AsyncClient(base_url=url) as http:
+        for _ in range(n):
+            start = time.perf_counter()
+            (await http.get("/health")).raise_for_status()
+            times.append((time.perf_counter() - start) * 1000)
+    return sorted(times)[n // 2]
+
+
 def in_process(pipe, texts: list[str], k: int, duration: float, batch: int) -> tuple[float, float]:
     """(queries/s calling `search` one query at a time, queries/s calling `run` on `batch` queries)."""
     def one(n: int) -> int:
@@ -202,6 +216,7 @@ def main() -> int:
     try:
         print(f"starting the Serve app on {url} ...", file=sys.stderr)
         serve.run(build_app(config), name="rankline-bench", route_prefix="/")
+        floor_ms = asyncio.run(health_round_trip_ms(url))
         for rerank in ([False] if args.no_rerank else [False, True]):
             # the client waits out both stages' budgets, so a slow answer is the server's 503, not a client timeout
             timeout = 2 * args.request_timeout + 30
@@ -233,6 +248,14 @@ def main() -> int:
         ratios.append((f"{batch} clients vs in-process run() on {batch}", batched_qps / retrieval[batch].qps))
     for name, ratio in ratios:
         print(f"in-process / HTTP retrieval throughput, {name}: {ratio:.2f}x (goal <= 2x)")
+    if retrieval:
+        peak = max(retrieval.values(), key=lambda r: r.qps)
+        print(f"in-process run() / HTTP retrieval at its peak ({peak.clients} clients, {peak.qps:.2f} ok/s): "
+              f"{batched_qps / peak.qps:.2f}x")
+    single_ms = 1000 / single_qps
+    print(f"HTTP floor: GET /health one at a time {floor_ms:.1f} ms p50 (no stage called); one client can reach at "
+          f"most 1000 / ({floor_ms:.1f} + {single_ms:.1f}) = {1000 / (floor_ms + single_ms):.1f} q/s, "
+          f"{(floor_ms + single_ms) / single_ms:.2f}x below in-process search()")
     for r in results:
         for (status, detail), n in r.failures.items():
             print(f"  {r.mode} x{r.clients}: {n} x {status} {detail}")

@@ -37,7 +37,7 @@ from rankline.pipelines.pipeline import Factory, Pipeline
 class ServeSettings:
     """Limits and scaling of the search endpoint."""
 
-    retriever_replicas: int = 1  # replicas of the ingress, which holds the retriever
+    retriever_replicas: int = 1
     retriever_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
     reranker_replicas: int = 1
     reranker_resources: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
@@ -45,7 +45,7 @@ class ServeSettings:
     max_k: int = 100
     max_batch_size: int = 8  # concurrent requests batched into one retriever / reranker call
     max_ongoing_requests: int = 100  # requests the ingress replica handles at once (the rest queue)
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: float = 0.01  # how long a batch waits to fill, when other requests are in flight
     request_timeout_s: float = 120.0
 
 

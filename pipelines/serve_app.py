@@ -4,13 +4,15 @@
                    -> {"hits": [{"docid", "score", "title", "text"}], "timings_ms": {...}}
     GET  /health   GET /metrics (Prometheus text)   GET /openapi.json
 
-Two deployments: the ingress, which validates, times, counts and retrieves, and the reranker. The
-retriever lives in the ingress replicas (`retriever_replicas` of them, with `retriever_resources`): a
-retrieval takes ~7 ms here, and a separate retriever deployment cost one more actor call per request
-(moving it in raised throughput 1.5x at 1 and at 16 clients in benchmarks/serve_load.py). Both stages
-batch concurrent requests with `@serve.batch`, so callers share encoder and LLM forward passes. Bad
-input is a 4xx that says what is wrong (400 malformed JSON, 422 everything else); a reranker replica
-that dies mid-request turns into a 503 for the requests it held while Serve restarts it.
+Three deployments: the ingress (validation, timings, metrics; no CPU reserved), the retriever and
+the reranker. The ingress gathers concurrent requests into batches (`@serve.batch`) and sends the
+retriever one call per batch: an actor call per request, on a ~7 ms retrieval, cost 1.6x throughput
+at 16 clients in benchmarks/serve_load.py, and keeping the retriever out of the ingress process means
+a retriever that dies is a 503, as for the reranker, instead of Serve's 500 for a dead ingress. A
+request alone in the ingress does not wait for a batch to fill. The reranker batches with
+`@serve.batch` too, so callers share LLM forward passes. Bad input is a 4xx that says what is wrong
+(400 malformed JSON, 422 everything else); a stage replica that dies, hangs past
+`request_timeout_s` or sheds load turns into a 503 for the requests it held while Serve restarts it.
 """
 import asyncio
 import time
@@ -140,33 +142,26 @@ def build_app(config: PipelineConfig) -> "serve.Application":
             metrics.latency.labels("total").observe(time.perf_counter() - start)
         return response
 
-    @serve.deployment(name="SearchAPI", num_replicas=settings.retriever_replicas,
-                      ray_actor_options=ray_resources(settings.retriever_resources),
+    # I/O only, like Serve's proxy: no CPU reserved; it holds many requests and forwards them in batches
+    @serve.deployment(name="SearchAPI", ray_actor_options={"num_cpus": 0},
                       max_ongoing_requests=settings.max_ongoing_requests)
     @serve.ingress(app)
     class SearchAPI:
         def __init__(self, retriever: Any, reranker: Any):
-            self.stage = materialize(retriever)
-            self.reranker = reranker
+            self.retriever, self.reranker = retriever, reranker
+            self.searching = 0  # /search requests in this replica that have not finished retrieving
             self._retrieve.set_max_batch_size(settings.max_batch_size)
-            self._retrieve.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
-        @serve.batch
+        @serve.batch(max_concurrent_batches=2)
         async def _retrieve(self, texts: list[str], ks: list[int]) -> list[list[Hit]]:
-            queries = [Query(f"q{i}", text) for i, text in enumerate(texts)]
-            hits = await asyncio.to_thread(self.stage.search_batch, queries, max(ks))
+            """One call to a retriever replica per batch of concurrent requests, not one per request."""
+            hits = await _stage_result("retrieve", self.retriever.search_batch.remote(texts, max(ks)),
+                                       settings.request_timeout_s)
             return [h[:k] for h, k in zip(hits, ks)]
 
-        async def _call(self, request: Request, stage: str, response: Any) -> Any:
-            errors = _unavailable_errors()
+        async def _timed(self, request: Request, stage: str, work: Any) -> tuple[Any, float]:
             start = time.perf_counter()
-            try:
-                result = await asyncio.wait_for(_resolve(response), settings.request_timeout_s)
-            except errors as exc:
-                response.cancel()
-                reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
-                raise HTTPException(503, f"the {stage} stage is unavailable ({reason}); retry shortly",
-                                    headers={"Retry-After": "1"}) from None
+            result = await work
             _metrics(request).latency.labels(stage).observe(time.perf_counter() - start)
             return result, (time.perf_counter() - start) * 1000
 
@@ -184,13 +179,18 @@ def build_app(config: PipelineConfig) -> "serve.Application":
                 raise HTTPException(422, "rerank requested but this pipeline has no reranker")
             start = time.perf_counter()
             n = max(body.k, config.depth) if rerank else body.k
-            hits = await self._retrieve(body.query, n)
-            timings = {"retrieve": (time.perf_counter() - start) * 1000}
-            _metrics(request).latency.labels("retrieve").observe(timings["retrieve"] / 1000)
+            timings: dict[str, float] = {}
+            # A lone request does not wait for a batch to fill: nobody else is there to join it.
+            self.searching += 1
+            self._retrieve.set_batch_wait_timeout_s(settings.batch_wait_timeout_s if self.searching > 1 else 0.0)
+            try:
+                hits, timings["retrieve"] = await self._timed(request, "retrieve", self._retrieve(body.query, n))
+            finally:
+                self.searching -= 1
             if rerank and hits:
-                hits, timings["rerank"] = await self._call(
-                    request, "rerank", self.reranker.rerank.remote(Query("query", body.query), hits)
-                )
+                reranked = self.reranker.rerank.remote(Query("query", body.query), hits)
+                hits, timings["rerank"] = await self._timed(
+                    request, "rerank", _stage_result("rerank", reranked, settings.request_timeout_s))
             timings["total"] = (time.perf_counter() - start) * 1000
             out = [HitOut(docid=h.docid, score=h.score, title=h.title, text=h.text) for h in hits[: body.k]]
             return SearchResponse(hits=out, timings_ms=timings)
@@ -203,6 +203,9 @@ def build_app(config: PipelineConfig) -> "serve.Application":
         async def metrics(self, request: Request) -> PlainTextResponse:
             return PlainTextResponse(_metrics(request).text(), media_type="text/plain; version=0.0.4")
 
+    retriever = RetrieverDeployment.options(
+        num_replicas=settings.retriever_replicas, ray_actor_options=ray_resources(settings.retriever_resources),
+    ).bind(config.retriever)
     reranker = None
     if has_reranker:
         # A reranker replica accepts two full batches at once (Serve's default of 5 would cap every batch at 5).
@@ -210,11 +213,34 @@ def build_app(config: PipelineConfig) -> "serve.Application":
             num_replicas=settings.reranker_replicas, ray_actor_options=ray_resources(settings.reranker_resources),
             max_ongoing_requests=2 * settings.max_batch_size,
         ).bind(config.reranker, config.depth, settings.max_batch_size, settings.batch_wait_timeout_s)
-    return SearchAPI.bind(config.retriever, reranker)
+    return SearchAPI.bind(retriever, reranker)
 
 
 async def _resolve(response: Any) -> Any:
     return await response
+
+
+async def _stage_result(stage: str, response: Any, timeout_s: float) -> Any:
+    """The result of a call to a stage replica; a replica that is dying, restarting, overloaded or
+    slower than `timeout_s` becomes a 503 that says which stage, and the call is cancelled."""
+    try:
+        return await asyncio.wait_for(_resolve(response), timeout_s)
+    except _unavailable_errors() as exc:
+        response.cancel()
+        reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+        raise HTTPException(503, f"the {stage} stage is unavailable ({reason}); retry shortly",
+                            headers={"Retry-After": "1"}) from None
+
+
+@serve.deployment(name="Retriever")
+class RetrieverDeployment:
+    """One retriever replica; each call is a whole batch the ingress gathered."""
+
+    def __init__(self, source: Any):
+        self.stage = materialize(source)
+
+    def search_batch(self, texts: list[str], k: int) -> list[list[Hit]]:
+        return self.stage.search_batch([Query(f"q{i}", text) for i, text in enumerate(texts)], k)
 
 
 @serve.deployment(name="Reranker")

@@ -1,6 +1,6 @@
 """The search endpoint on toy stages: results equal the in-process pipeline, every bad request is
-a 4xx that says what is wrong, metrics count them, and a reranker replica that dies mid-request
-answers 503 and is restarted."""
+a 4xx that says what is wrong, metrics count them, a retriever or reranker replica that dies
+mid-request answers 503 and is restarted, and concurrent requests share stage calls."""
 from __future__ import annotations
 
 import socket
@@ -13,12 +13,13 @@ from rankline.pipelines.config import load_config
 pytestmark = pytest.mark.ray
 
 
-def _toy_config(toy, folder, reranker_kwargs: str, serve_section: str):
+def _toy_config(toy, folder, retriever_kwargs: str, reranker_kwargs: str, serve_section: str):
     path = folder / "toy.yaml"
     path.write_text(
         f"""
 retriever:
   factory: "{toy.__name__}:KeywordRetriever"
+  kwargs: {retriever_kwargs}
   k: 8
 reranker:
   factory: "{toy.__name__}:ShortestFirstReranker"
@@ -43,8 +44,9 @@ def endpoint(ray_session, toy, tmp_path_factory):
     from rankline.pipelines.serve_app import build_app
 
     tmp = tmp_path_factory.mktemp("serve")
-    crash = tmp / "crash-next-call"
-    config = _toy_config(toy, tmp, f'{{crash_file: "{crash}"}}', "{max_k: 5, max_query_chars: 40}")
+    crash = {stage: tmp / f"crash-{stage}" for stage in ("retrieve", "rerank")}
+    config = _toy_config(toy, tmp, f'{{crash_file: "{crash["retrieve"]}"}}', f'{{crash_file: "{crash["rerank"]}"}}',
+                         "{max_k: 5, max_query_chars: 40}")
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(config), name="toy", route_prefix="/")
@@ -109,12 +111,14 @@ def test_health_openapi_and_metrics(endpoint):
     assert 'rankline_stage_latency_seconds_count{stage="rerank"}' in text
 
 
-def test_dead_reranker_replica_gives_503_then_recovers(endpoint):
+@pytest.mark.parametrize("stage", ["retrieve", "rerank"])
+def test_dead_stage_replica_gives_503_then_recovers(endpoint, stage):
     client, _, crash, _ = endpoint
-    crash.write_text("")
+    crash[stage].write_text("")
     r = client.post("/search", json={"query": "ray actors"})
     assert r.status_code == 503, r.text
-    assert "rerank stage is unavailable" in r.json()["detail"]
+    assert f"{stage} stage is unavailable" in r.json()["detail"]
+    assert not crash[stage].exists()  # the replica did die
     deadline = time.monotonic() + 120
     while True:  # Serve restarts the replica; requests meanwhile wait for it or get 503, never 500
         r = client.post("/search", json={"query": "ray actors"})
@@ -125,9 +129,10 @@ def test_dead_reranker_replica_gives_503_then_recovers(endpoint):
     assert r.status_code == 200
 
 
-def test_concurrent_requests_share_reranker_calls(endpoint, toy):
-    """Four callers at once: with room for 4 per batch and a long wait, Serve hands the reranker all
-    four in one rerank_batch call, and each caller still gets its own in-process answer."""
+def test_concurrent_requests_share_stage_calls(endpoint, toy):
+    """Four callers at once: with room for 4 per batch and a long wait, the ingress hands the
+    retriever several of them in one search_batch call, Serve hands the reranker all four in one
+    rerank_batch call, and each caller still gets its own in-process answer."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ray import serve
@@ -137,15 +142,37 @@ def test_concurrent_requests_share_reranker_calls(endpoint, toy):
     client, _, _, tmp = endpoint
     folder = tmp / "batched"
     folder.mkdir()
-    log = folder / "calls.log"
-    config = _toy_config(toy, folder, f'{{log_file: "{log}"}}', "{max_batch_size: 4, batch_wait_timeout_s: 30}")
+    logs = {stage: folder / f"{stage}.log" for stage in ("retrieve", "rerank")}
+    config = _toy_config(toy, folder, f'{{log_file: "{logs["retrieve"]}"}}', f'{{log_file: "{logs["rerank"]}"}}',
+                         "{max_batch_size: 4, batch_wait_timeout_s: 30}")
     serve.run(build_app(config), name="batched", route_prefix="/batched")
     texts = ["ray actors python", "dense vectors", "bm25 documents", "trec run files"]
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda t: client.post("/batched/search", json={"query": t, "k": 3}), texts))
-    assert [len(line.split()) for line in log.read_text().splitlines()] == [4]
+    sizes = {stage: [len(line.split()) for line in log.read_text().splitlines()] for stage, log in logs.items()}
+    assert sizes["rerank"] == [4]
+    # the first caller may find the ingress empty and go alone (see test_lone_request_does_not_wait_for_a_batch)
+    assert sum(sizes["retrieve"]) == 4 and len(sizes["retrieve"]) < 4, sizes
     pipe = config.pipeline()
     for text, reply in zip(texts, replies):
         assert reply.status_code == 200, reply.text
         assert [h["docid"] for h in reply.json()["hits"]] == [h.docid for h in pipe.search(text, 3)]
     serve.delete("batched")
+
+
+def test_lone_request_does_not_wait_for_a_batch(endpoint, toy):
+    """With a 30 s batch wait, a request alone in the replica is still answered at once."""
+    from ray import serve
+
+    from rankline.pipelines.serve_app import build_app
+
+    client, _, _, tmp = endpoint
+    folder = tmp / "lone"
+    folder.mkdir()
+    config = _toy_config(toy, folder, "{}", "{}", "{batch_wait_timeout_s: 30}")
+    serve.run(build_app(config), name="lone", route_prefix="/lone")
+    start = time.monotonic()
+    r = client.post("/lone/search", json={"query": "ray actors", "rerank": False})
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - start < 20  # the 30 s wait was not taken (generous for a loaded machine)
+    serve.delete("lone")

@@ -27,9 +27,24 @@ def words(text: str) -> set[str]:
     return set(text.lower().split())
 
 
+def crash_or_log(crash_file: str | None, log_file: str | None, queries: Sequence[Query]) -> None:
+    """`crash_file`: if it exists, remove it and kill this process (a replica dying mid-call, once).
+    `log_file`: append the call's qids, one line per call (to count recomputation and see batches)."""
+    if crash_file and os.path.exists(crash_file):
+        os.unlink(crash_file)
+        os._exit(1)
+    if log_file:
+        with open(log_file, "a") as fh:
+            fh.write(" ".join(q.qid for q in queries) + "\n")
+
+
 class KeywordRetriever:
-    def __init__(self, docs: Sequence[Doc] = tuple(CORPUS)):
+    """`crash_file` and `log_file` act on `search_batch` calls (see `crash_or_log`)."""
+
+    def __init__(self, docs: Sequence[Doc] = tuple(CORPUS), crash_file: str | None = None,
+                 log_file: str | None = None):
         self.docs = list(docs)
+        self.crash_file, self.log_file = crash_file, log_file
 
     def search(self, query: Query, k: int) -> list[Hit]:
         q = words(query.text)
@@ -39,13 +54,14 @@ class KeywordRetriever:
         return [Hit(d.docid, float(s), d.text, d.title) for s, d in scored[:k]]
 
     def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
+        crash_or_log(self.crash_file, self.log_file, queries)
         return [self.search(q, k) for q in queries]
 
 
 class ShortestFirstReranker:
-    """Shorter text ranks higher. `crash_file`: if it exists, the first call in a process removes
-    it and kills the process (a reranker replica dying mid-job, once). `log_file`: every reranked
-    qid is appended to it, one line per call (to count recomputation and see batches)."""
+    """Shorter text ranks higher. `crash_file` and `log_file` act on `rerank_batch` calls (see
+    `crash_or_log`): a reranker replica dying mid-job, once; reranked qids, to count recomputation
+    and see batches."""
 
     def __init__(self, crash_file: str | None = None, log_file: str | None = None):
         self.crash_file, self.log_file = crash_file, log_file
@@ -54,12 +70,7 @@ class ShortestFirstReranker:
         return self.rerank_batch([query], [hits])[0]
 
     def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
-        if self.crash_file and os.path.exists(self.crash_file):
-            os.unlink(self.crash_file)
-            os._exit(1)
-        if self.log_file:
-            with open(self.log_file, "a") as fh:
-                fh.write(" ".join(q.qid for q in queries) + "\n")
+        crash_or_log(self.crash_file, self.log_file, queries)
         out = []
         for hs in hits:
             order = sorted(hs, key=lambda h: (len(h.text), h.docid))
