@@ -7,7 +7,9 @@
 
 Part 1 reranks the BM25 top-DEPTH of the first QUERIES queries with each of --rerankers (same model,
 same candidates) and prints, per reranker, wall-clock and process-CPU seconds per query and the ratios
-to FIRST (issue 4's goal: listwise generation / FIRST >= 5).
+to FIRST (issue 4's goal: listwise generation / FIRST >= 5), then the time inside the model's
+forward calls split into prefill and decode steps; listwise's whole time over its prefills alone is
+the ceiling of that ratio, since FIRST is one prefill of nearly the same prompt per window.
 
 Part 2 (skipped with --sizes none) times BlockRank at each of --sizes passages (candidate lists
 repeated to reach sizes above 100) against its two peers on the same lists:
@@ -61,6 +63,34 @@ def full_attention_forward(model: Any, input_ids: list[int], layer: int) -> None
         handle.remove()
 
 
+class ForwardClock:
+    """Wall seconds inside the model's forward calls, split into prefill (more than one new token per
+    row) and decode (one new token: a step of `generate`), while the context is open."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.seconds = {"prefill": 0.0, "decode": 0.0}
+        self.calls = {"prefill": 0, "decode": 0}
+
+    def __enter__(self) -> "ForwardClock":
+        def before(_: Any, args: tuple, kwargs: dict) -> None:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self._phase = "decode" if ids is not None and ids.shape[-1] == 1 else "prefill"
+            self._start = time.perf_counter()
+
+        def after(*_: Any) -> None:
+            self.seconds[self._phase] += time.perf_counter() - self._start
+            self.calls[self._phase] += 1
+
+        self._handles = [self.model.register_forward_pre_hook(before, with_kwargs=True),
+                         self.model.register_forward_hook(after)]
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
 def repeat_to(hits: tuple, n: int) -> list:
     return (list(hits) * math.ceil(n / len(hits)))[:n]
 
@@ -83,8 +113,11 @@ def compare_rerankers(args: argparse.Namespace, lm: Any, lists: list) -> dict:
     rows = {}
     for name in args.rerankers:
         reranker = build_reranker(name, lm, **{k: v for k, v in wanted.items() if k in reranker_options(name)})
-        times = [timed(lambda: reranker.rerank(cand.query, cand.hits)) for cand in lists]
-        rows[name] = {"wall": statistics.mean(t[0] for t in times), "cpu": statistics.mean(t[1] for t in times)}
+        with ForwardClock(lm.model) as clock:
+            times = [timed(lambda: reranker.rerank(cand.query, cand.hits)) for cand in lists]
+        rows[name] = {"wall": statistics.mean(t[0] for t in times), "cpu": statistics.mean(t[1] for t in times),
+                      **{f"{phase} s": clock.seconds[phase] / len(lists) for phase in clock.seconds},
+                      **{f"{phase} calls": clock.calls[phase] / len(lists) for phase in clock.calls}}
         print(f"  {name}: {rows[name]['wall']:.1f} s/query wall, {rows[name]['cpu']:.1f} s/query CPU", file=sys.stderr)
     base = rows.get(BASELINE, {})
     print(f"\nPart 1: {len(lists)} DL 2019 BM25 queries, top {args.depth}, window {args.window}, stride {args.stride}")
@@ -92,6 +125,18 @@ def compare_rerankers(args: argparse.Namespace, lm: Any, lists: list) -> dict:
     for name, r in rows.items():
         print(f"{name:<18} {r['wall']:>12.2f} {r['cpu']:>12.2f} {ratio(r['wall'], base.get('wall')):>13} "
               f"{ratio(r['cpu'], base.get('cpu')):>12}")
+    print("\nInside the model's forward calls, wall seconds per query:")
+    print(f"{'reranker':<18} {'prefill s':>10} {'calls':>6} {'decode s':>9} {'steps':>6} {'ms/step':>8} {'outside s':>10}")
+    for name, r in rows.items():
+        step = 1000 * r["decode s"] / r["decode calls"] if r["decode calls"] else float("nan")
+        print(f"{name:<18} {r['prefill s']:>10.2f} {r['prefill calls']:>6.1f} {r['decode s']:>9.2f} "
+              f"{r['decode calls']:>6.1f} {step:>8.1f} {r['wall'] - r['prefill s'] - r['decode s']:>10.2f}")
+    listwise = rows.get("listwise")
+    if listwise and listwise["prefill s"]:
+        # FIRST's work is one prefill of (nearly) the same prompt per window: listwise's own prefills are the
+        # least FIRST can cost, so this is the largest listwise/FIRST ratio any FIRST implementation can reach.
+        print(f"ceiling on listwise / FIRST (listwise's whole time / its prefills alone): "
+              f"{listwise['wall'] / listwise['prefill s']:.2f}x")
     return rows
 
 
