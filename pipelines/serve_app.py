@@ -152,7 +152,8 @@ def build_app(config: PipelineConfig) -> "serve.Application":
             self.searching = 0  # /search requests in this replica that have not finished retrieving
             self._retrieve.set_max_batch_size(settings.max_batch_size)
 
-        @serve.batch(max_concurrent_batches=2)
+        # a batch in flight per retriever replica and one filling: the call's round trip overlaps the next batch
+        @serve.batch(max_concurrent_batches=settings.retriever_replicas + 1)
         async def _retrieve(self, texts: list[str], ks: list[int]) -> list[list[Hit]]:
             """One call to a retriever replica per batch of concurrent requests, not one per request."""
             hits = await _stage_result("retrieve", self.retriever.search_batch.remote(texts, max(ks)),
