@@ -86,6 +86,7 @@ def test_first_batched_equals_one_query_at_a_time(lm):
     assert many.rerank_batch(queries, lists) == singles
     for out in singles:
         assert all(a.score > b.score for a, b in zip(out, out[1:]))
+    assert FirstReranker(lm).batch_size == 1  # the CPU default: padded batches cost more than they save here
 
 
 @pytest.mark.parametrize(
