@@ -191,15 +191,20 @@ def _pack(rows: Sequence[tuple[Sequence[int], Sequence[int]]], device: Any) -> t
     return input_ids.to(device), position_ids.to(device)
 
 
-def pack_prompts(prompts: Sequence["BlockPrompt"], device: Any = None) -> tuple["torch.Tensor", "torch.Tensor", Any]:
-    """input_ids and position_ids [B, T] of whole prompts (padded at the end) and the kernel layout of the rows."""
+def _whole_rows(prompts: Sequence["BlockPrompt"]) -> tuple[list[tuple[list[int], list[int]]], Any]:
+    """The (ids, positions) rows of whole prompts and their kernel layout."""
     from rankline.kernels import BlockLayout
 
-    input_ids, position_ids = _pack([(p.input_ids(), p.position_ids()) for p in prompts], device)
     layout = BlockLayout.from_lists(
         [p.lengths[0] for p in prompts], [p.lengths[1:-1] for p in prompts], [p.lengths[-1] for p in prompts]
     )
-    return input_ids, position_ids, layout
+    return [(p.input_ids(), p.position_ids()) for p in prompts], layout
+
+
+def pack_prompts(prompts: Sequence["BlockPrompt"], device: Any = None) -> tuple["torch.Tensor", "torch.Tensor", Any]:
+    """input_ids and position_ids [B, T] of whole prompts (padded at the end) and the kernel layout of the rows."""
+    rows, layout = _whole_rows(prompts)
+    return (*_pack(rows, device), layout)
 
 
 def _run(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]], call: _Pass) -> Any:
@@ -218,8 +223,8 @@ def _run(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]], call: 
 
 def forward_blocks(model: Any, prompts: Sequence["BlockPrompt"]) -> "torch.Tensor":
     """The last hidden states [B, T, hidden] of the packed prompts, every layer with BlockRank attention."""
-    _, _, layout = pack_prompts(prompts)
-    return _run(model, [(p.input_ids(), p.position_ids()) for p in prompts], _WholeRows(layout))
+    rows, layout = _whole_rows(prompts)
+    return _run(model, rows, _WholeRows(layout))
 
 
 def _document_chunks(prompts: Sequence["BlockPrompt"], chunk_tokens: int) -> list[list[tuple[int, int, int]]]:
