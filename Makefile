@@ -70,5 +70,5 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	# Unused imports and names, undefined names: the tests would not catch them all.
-	$(BIN)/python -m pyflakes evaluation retrieval kernels rerankers pipelines tests benchmarks
+	$(BIN)/python -m pyflakes formats evaluation retrieval kernels rerankers pipelines tests benchmarks
 	$(BIN)/python -m pytest

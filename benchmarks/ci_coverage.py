@@ -35,8 +35,7 @@ from tqdm import tqdm
 
 from rankline.evaluation import crc, intervals
 from rankline.evaluation.ci import llm_values, per_query_values
-from rankline.evaluation.formats import read_qrels, read_run
-from rankline.evaluation.io import atomic_write
+from rankline.formats import atomic_write, read_qrels, read_run
 from rankline.evaluation.label_dist import empirical_label_dist
 
 SHARED = Path(os.environ.get("RANKLINE_SHARED", Path(__file__).resolve().parents[1].parent / "shared")) / "data"

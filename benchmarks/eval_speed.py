@@ -22,8 +22,7 @@ import ir_measures
 import numpy as np
 import pytrec_eval
 
-from rankline.evaluation.formats import read_qrels, read_run
-from rankline.evaluation.io import open_text
+from rankline.formats import open_text, read_qrels, read_run
 from rankline.evaluation.metrics import Evaluator
 
 # ours -> pytrec_eval (trec_eval) names; ir_measures takes our names as they are

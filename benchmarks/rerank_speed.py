@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from rankline.pipelines.candidates import read_candidates
+    from rankline.formats import read_candidates
     from rankline.rerankers.models import load_causal_lm
 
     lists = read_candidates(args.candidates)[: args.queries]
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sizes:
         result["blockrank"] = blockrank_sweep(args, lm, lists)
     if args.json:
-        from rankline.evaluation.io import atomic_write
+        from rankline.formats import atomic_write
 
         with atomic_write(args.json) as f:
             json.dump(result, f, indent=1)

@@ -176,7 +176,7 @@ def main() -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from ray import serve
 
-    from rankline.evaluation.formats import read_qrels, read_topics
+    from rankline.formats import read_qrels, read_topics
     from rankline.pipelines.actors import ensure_ray
     from rankline.pipelines.config import PipelineConfig, ServeSettings, llm_reranker
     from rankline.pipelines.pipeline import Factory, Pipeline

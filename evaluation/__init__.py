@@ -1,2 +1,2 @@
-"""rankline.evaluation: TREC/BEIR file formats, trec_eval-exact metrics, LLM relevance labels and
-confidence intervals. Imports nothing else of rankline."""
+"""rankline.evaluation: trec_eval-exact measures, significance tests, LLM relevance labels and
+confidence intervals. Imports only rankline.formats and rankline.rerankers (model loading)."""

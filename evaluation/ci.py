@@ -72,7 +72,7 @@ def split_queries(
 
 def read_labelled_qids(path: str) -> list[str]:
     """Query ids, one per line (the first whitespace-separated token; blank lines and # comments skipped)."""
-    from rankline.evaluation.io import FormatError, open_text
+    from rankline.formats import FormatError, open_text
 
     with open_text(path) as fh:
         qids = [line.split()[0] for line in fh if line.strip() and not line.lstrip().startswith("#")]

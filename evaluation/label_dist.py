@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rankline.evaluation.io import FormatError, atomic_write, open_text
+from rankline.formats import FormatError, atomic_write, open_text
 
 #: qid -> docid -> probabilities of the grades 0..L-1
 LabelDist = dict[str, dict[str, np.ndarray]]

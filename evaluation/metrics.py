@@ -33,6 +33,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rankline.formats import trec_order
+
 __all__ = [
     "Evaluator",
     "Measure",
@@ -132,21 +134,6 @@ def parse_measure(name: str | Measure) -> Measure:
 # ------------------------------------------------------------------------------------------ ranking
 
 
-def _trec_order(docids: Sequence[str], scores: np.ndarray) -> np.ndarray:
-    """Indices that order one query's documents by score descending, then docid descending.
-
-    `scores` must already be single precision: trec_eval stores a run's scores as C floats, so two
-    scores that differ only beyond float32 precision tie and the docid decides.
-    """
-    order = np.argsort(-scores)
-    ordered = scores[order]
-    if len(ordered) > 1 and np.any(ordered[1:] == ordered[:-1]):  # ties: the larger docid first
-        docid_rank = np.empty(len(docids), np.int64)
-        docid_rank[np.argsort(np.array(docids))] = np.arange(len(docids))  # code point order, as str
-        order = np.lexsort((-docid_rank, -scores))
-    return order
-
-
 @dataclass(frozen=True)
 class Ranking:
     """Ranked grades of several queries as flat arrays (query-major, rank-minor).
@@ -201,7 +188,7 @@ def rank_run(qrels: Judgments, run: Mapping[str, Mapping[str, float]],
         n = len(docids)
         scores = np.fromiter(docs.values(), np.float64, n).astype(np.float32)
         found = np.fromiter(map(judged.get, docids, itertools.repeat(UNJUDGED)), np.float64, n)
-        grades[start:start + n] = found[_trec_order(docids, scores)]
+        grades[start:start + n] = found[trec_order(docids, scores)]
         start += n
     return Ranking.from_lists(sizes, grades)
 

@@ -10,7 +10,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 from rankline.pipelines.pipeline import RayOptions, RerankStage, RetrieveStage, materialize, rerank_head
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 
 class StageActor:

@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 from rankline.pipelines.journal import ResumableRun
 from rankline.pipelines.pipeline import Factory
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 
 @dataclass(frozen=True)

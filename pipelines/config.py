@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from rankline.evaluation.io import open_text
+from rankline.formats import open_text
 from rankline.pipelines.pipeline import Factory, Pipeline
 
 

@@ -16,9 +16,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from rankline.evaluation.formats import write_run
-from rankline.evaluation.io import FormatError
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import FormatError, Hit, Query, write_run
 
 JOURNAL_VERSION = 1
 

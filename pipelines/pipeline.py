@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from rankline.rerankers.base import Reranker
 from rankline.retrieval.base import Retriever
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 Run = dict[str, dict[str, float]]
 Queries = Mapping[str, str] | Iterable[Query]

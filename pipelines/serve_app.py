@@ -27,7 +27,7 @@ from ray import serve
 from rankline.pipelines.actors import ray_resources
 from rankline.pipelines.config import PipelineConfig, ServeSettings
 from rankline.pipelines.pipeline import materialize, rerank_head
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
     """A failed call to a stage replica that is dying, restarting or overloaded: the client may retry."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 # The official prompt (src/blockrank/dataset.py), verbatim.
 INSTRUCTION = (

@@ -16,7 +16,7 @@ from rankline.rerankers.batching import LeftPadded, left_pad, length_sorted_chun
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import MAX_IDENTIFIERS, Passage, fit_listwise_prompt, ranking_output_tokens
 from rankline.rerankers.ranking import SlidingWindow, WindowRequest, complete_permutation, rerank_sliding
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 _IDENTIFIER = re.compile(r"\[\s*([A-Z])\s*\]")
 

@@ -10,7 +10,7 @@ from rankline.rerankers.batching import left_pad, length_sorted_chunks
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import Passage, query_likelihood_prompt
 from rankline.rerankers.ranking import with_rank_scores
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 
 class QueryLikelihoodReranker:

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 
 @dataclass(frozen=True)

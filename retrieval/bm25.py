@@ -8,7 +8,7 @@ from rankline.retrieval.base import ReopenedOnUnpickle
 from rankline.retrieval.dense import check_k
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.manifest import Manifest
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 # pyserini's BEIR "flat" regressions search with Anserini's BM25 defaults.
 DEFAULT_K1, DEFAULT_B = 0.9, 0.4

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from rankline.evaluation.io import atomic_write
+from rankline.formats import atomic_write
 from rankline.retrieval.corpus import CorpusSource, doc_contents, iter_docs
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.encoder import DEFAULT_ENCODER, Encoder, load_encoder

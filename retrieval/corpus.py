@@ -1,6 +1,6 @@
 """Corpora and query sets as rankline records: BEIR folders, pyserini jsonl(.gz) and TSV files.
 
-File parsing is rankline.evaluation.formats'; this module resolves BEIR folders, turns records into
+File parsing is rankline.formats'; this module resolves BEIR folders, turns records into
 :class:`Doc` / :class:`Query`, refuses empty corpora and duplicate ids, and fingerprints corpus files
 so an index knows what it was built from.
 """
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from rankline.evaluation.formats import iter_corpus, read_qrels, read_topics
-from rankline.retrieval.types import Doc, Query
+from rankline.formats import Doc, Query, iter_corpus, read_qrels, read_topics
 
 PathLike = str | os.PathLike
 
@@ -37,7 +36,7 @@ def iter_docs(path: PathLike) -> Iterator[Doc]:
     empty = True
     for rec in iter_corpus(source):
         empty = False
-        yield Doc(rec.docid, rec.text, rec.title)
+        yield rec
     if empty:
         raise ValueError(f"{source}: the corpus holds no documents")
 

@@ -9,7 +9,7 @@ from rankline.retrieval.base import ReopenedOnUnpickle
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.encoder import Encoder, load_encoder
 from rankline.retrieval.manifest import Manifest
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 
 def check_k(k: int) -> None:

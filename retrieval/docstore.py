@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from rankline.retrieval.types import Doc, Hit
+from rankline.formats import Doc, Hit
 
 _SCHEMA = "CREATE TABLE docs (pos INTEGER PRIMARY KEY, docid TEXT NOT NULL UNIQUE, title TEXT NOT NULL, text TEXT NOT NULL)"
 _CHUNK = 900  # stays under SQLite's default limit on bound parameters

@@ -1,14 +1,14 @@
 """Fusion of two or more rankings: reciprocal rank fusion and min-max normalised interpolation.
 
 Each function fuses the rankings of one query, given as ``{docid: score}``; :func:`fuse_runs` applies
-one of them to whole runs (``{qid: {docid: score}}``, e.g. read with rankline.evaluation.formats).
+one of them to whole runs (``{qid: {docid: score}}``, e.g. read with rankline.formats).
 Ranks follow trec_eval's order (score descending, ties by docid descending).
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from rankline.evaluation.formats import ranked
+from rankline.formats import ranked
 
 Ranking = Mapping[str, float]
 FUSIONS = ("rrf", "interpolate")

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rankline.evaluation.formats import ranked
+from rankline.formats import Hit, Query, ranked
 from rankline.retrieval.base import ReopenedOnUnpickle, Retriever
 from rankline.retrieval.dense import check_k
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.fusion import FUSIONS, fuse
-from rankline.retrieval.types import Hit, Query
 
 
 class HybridRetriever(ReopenedOnUnpickle):

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from rankline.evaluation.io import atomic_write
+from rankline.formats import atomic_write
 from rankline.retrieval.corpus import file_sha256
 
 MANIFEST = "manifest.json"

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from rankline.evaluation.io import cache_root, cached_folder
+from rankline.formats import cache_root, cached_folder
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _CACHE_VERSION = "v1"  # bump when the export recipe changes

@@ -49,7 +49,7 @@ def add_ci_entries(report: dict[str, Any], args: argparse.Namespace) -> None:
     if args.labelled_qids is None and args.labelled is None:
         raise ValueError(f"--ci {args.ci} needs --labelled-qids FILE or --labelled N")
     from rankline.evaluation.ci import confidence_interval, read_labelled_qids, split_queries
-    from rankline.evaluation.formats import read_qrels, read_run
+    from rankline.formats import read_qrels, read_run
     from rankline.evaluation.label_dist import read_label_dist
     from rankline.pipelines.commands.evaluate import run_name
 

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rankline.pipelines.batch import BatchSettings, batch_rerank
-    from rankline.pipelines.candidates import read_candidates
+    from rankline.formats import read_candidates
     from rankline.pipelines.commands._reranker_options import check_positive, reranker_options
     from rankline.pipelines.config import llm_reranker
     from rankline.pipelines.pipeline import Factory

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     add_ci_entries(report, args)
     text = render(report, args.format, per_query=args.per_query, alpha=args.alpha)
     if args.output:
-        from rankline.evaluation.io import atomic_write
+        from rankline.formats import atomic_write
 
         with atomic_write(args.output) as fh:
             fh.write(text)
@@ -93,7 +93,7 @@ def score_runs(qrels_path: str, run_paths: Sequence[str], measures: Sequence[str
     """``{run name: {measure: {qid: value}}}`` for every run file."""
     from tqdm import tqdm
 
-    from rankline.evaluation.formats import read_qrels, read_run
+    from rankline.formats import read_qrels, read_run
     from rankline.evaluation.metrics import Evaluator
 
     evaluator = Evaluator(read_qrels(qrels_path), measures, complete=complete)

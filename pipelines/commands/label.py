@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankline.evaluation.formats import iter_corpus, ranked, read_run, read_topics, write_qrels
+    from rankline.formats import iter_corpus, ranked, read_run, read_topics, write_qrels
     from rankline.evaluation.label_dist import expected_grades, write_label_dist
     from rankline.evaluation.labeler import LabelCache, LabelPrompt, Pair, RelevanceLabeler, default_cache_path
 

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from rankline.pipelines.candidates import read_candidates
+    from rankline.formats import read_candidates
     from rankline.pipelines.commands._reranker_options import check_positive, reranker_options
     from rankline.pipelines.journal import ResumableRun
     from rankline.rerankers.models import load_causal_lm

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from rankline.evaluation.formats import write_run
+    from rankline.formats import write_run
     from rankline.retrieval.corpus import load_queries
     from rankline.retrieval.retrievers import open_retriever
 

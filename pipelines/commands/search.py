@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rankline.retrieval.retrievers import open_retriever
-    from rankline.retrieval.types import Query
+    from rankline.formats import Query
 
     if not args.query.strip():
         raise ValueError("the query text is empty")

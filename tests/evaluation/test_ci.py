@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rankline.evaluation import ci, intervals
-from rankline.evaluation.formats import read_qrels, read_run
+from rankline.formats import read_qrels, read_run
 
 
 @pytest.fixture(scope="module")

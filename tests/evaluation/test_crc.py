@@ -69,7 +69,7 @@ def test_dcg_grid_equals_dcg_of_the_expected_grades_in_trec_eval_order():
 
 def test_dcg_grid_of_hard_labels_equals_the_metrics_module(data_dir):
     """On real data: one-hot distributions at lambda = 0 give exactly metrics.evaluate's DCG@10."""
-    from rankline.evaluation.formats import read_qrels, read_run
+    from rankline.formats import read_qrels, read_run
     from rankline.evaluation.label_dist import empirical_label_dist
     from rankline.evaluation.metrics import evaluate
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rankline.evaluation.io import FormatError
+from rankline.formats import FormatError
 from rankline.evaluation.label_dist import empirical_label_dist, expected_grades, read_label_dist, write_label_dist
 
 

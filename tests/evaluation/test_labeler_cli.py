@@ -33,7 +33,7 @@ def _label(path, fixtures_dir, *extra):
 
 
 def test_label_writes_qrels_and_distributions(inputs, fixtures_dir, capsys):
-    from rankline.evaluation.formats import read_qrels
+    from rankline.formats import read_qrels
     from rankline.evaluation.label_dist import read_label_dist
 
     assert _label(inputs, fixtures_dir) == 0, capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rankline.evaluation.formats import read_qrels, read_run
+from rankline.formats import read_qrels, read_run
 from rankline.evaluation.metrics import Evaluator, Measure, evaluate, mean, mean_scores, parse_measure
 
 # trec_eval measure name -> ours (the golden files were made at relevance level 1)

@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from rankline.evaluation.formats import write_run
+from rankline.formats import Query, write_run
 from rankline.pipelines.batch import BatchSettings, batch_rerank
 from rankline.pipelines.journal import fingerprint, journal_path, read_journal
 from rankline.pipelines.pipeline import Factory
-from rankline.retrieval.types import Query
 
 pytestmark = pytest.mark.ray
 

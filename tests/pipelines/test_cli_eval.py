@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rankline.evaluation.formats import read_qrels, read_run
+from rankline.formats import read_qrels, read_run
 from rankline.evaluation.metrics import evaluate, mean
 from rankline.pipelines.cli import main
 

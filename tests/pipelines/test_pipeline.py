@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from rankline.pipelines.pipeline import Factory, Pipeline, rerank_head
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 TOPICS = {"q1": "ray actors python", "q2": "documents query ranks", "q3": "vectors", "q4": "nothing matches"}
 

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from rankline.evaluation.formats import read_run  # noqa: E402
+from rankline.formats import read_run  # noqa: E402
 from rankline.pipelines.cli import main  # noqa: E402
 from rankline.rerankers.first import FirstReranker  # noqa: E402
 

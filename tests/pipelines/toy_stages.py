@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from rankline.retrieval.types import Doc, Hit, Query
+from rankline.formats import Doc, Hit, Query
 
 CORPUS = [
     Doc("d1", "ray serve deploys python models behind http", "Serve"),

@@ -21,7 +21,7 @@ from rankline.rerankers.blockrank import (  # noqa: E402
     order_hits,
 )
 from rankline.rerankers.blockrank_attention import forward_blocks, pack_prompts, score_prompts  # noqa: E402
-from rankline.retrieval.types import Hit, Query  # noqa: E402
+from rankline.formats import Hit, Query  # noqa: E402
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -270,7 +270,7 @@ def test_errors_name_the_problem(tiny):
 
 def test_rerank_command_writes_the_official_scores(fixtures_dir, tmp_path):
     """`rankline rerank --reranker blockrank` on rank_llm-style candidates reproduces the fixture scores."""
-    from rankline.evaluation.formats import read_run
+    from rankline.formats import read_run
     from rankline.pipelines.cli import main
 
     cases = _cases(fixtures_dir, "")

@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 from rankline.rerankers.first import FirstReranker  # noqa: E402
 from rankline.rerankers.models import load_causal_lm  # noqa: E402
 from rankline.rerankers.ranking import WindowRequest  # noqa: E402
-from rankline.retrieval.types import Hit, Query  # noqa: E402
+from rankline.formats import Hit, Query  # noqa: E402
 
 
 def _load(fixture: Path, suffix: str):

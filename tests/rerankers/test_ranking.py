@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from rankline.rerankers.ranking import SlidingWindow, complete_permutation, rerank_sliding, with_rank_scores
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import Hit, Query
 
 
 @pytest.mark.parametrize(

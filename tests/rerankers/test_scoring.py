@@ -14,7 +14,7 @@ from rankline.rerankers.prompts import Passage, query_likelihood_prompt  # noqa:
 from rankline.rerankers.query_likelihood import QueryLikelihoodReranker  # noqa: E402
 from rankline.rerankers.ranking import WindowRequest  # noqa: E402
 from rankline.rerankers.registry import build_reranker  # noqa: E402
-from rankline.retrieval.types import Hit, Query  # noqa: E402
+from rankline.formats import Hit, Query  # noqa: E402
 
 WORDS = "paris museum art river bridge vienna palace tower europe history".split()
 

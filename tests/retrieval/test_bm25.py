@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from rankline.retrieval import BuildOptions, Query, build_index, open_index, open_retriever
+from rankline.formats import Query
+from rankline.retrieval import BuildOptions, build_index, open_index, open_retriever
 from rankline.retrieval.fusion import rrf
 
 from .conftest import DOCS_A, DOCS_B, write_beir_corpus

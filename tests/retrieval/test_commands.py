@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from rankline.evaluation.formats import read_run
+from rankline.formats import read_run
 from rankline.pipelines.cli import main
 
 from .conftest import write_beir_corpus

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from rankline.evaluation.formats import read_run, write_run
+from rankline.formats import read_run, write_run
 from rankline.retrieval.fusion import fuse, fuse_runs, interpolate, min_max, rrf
 
 

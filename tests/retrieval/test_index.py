@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from rankline.retrieval import BuildOptions, Query, build_index, open_index, open_retriever
+from rankline.formats import Doc, Query
+from rankline.retrieval import BuildOptions, build_index, open_index, open_retriever
 from rankline.retrieval.corpus import doc_contents
 from rankline.retrieval.encoder import Encoder, load_encoder
-from rankline.retrieval.types import Doc
 
 from .conftest import DOCS_A, DOCS_B, write_beir_corpus
 

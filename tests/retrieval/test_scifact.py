@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rankline.evaluation.formats import read_qrels
+from rankline.formats import read_qrels
 from rankline.evaluation.metrics import evaluate, mean_scores
 from rankline.retrieval import BuildOptions, build_index, open_retriever
 from rankline.retrieval.corpus import load_queries

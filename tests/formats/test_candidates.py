@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from rankline.evaluation.io import FormatError
-from rankline.pipelines.candidates import read_candidates
-from rankline.retrieval.types import Hit, Query
+from rankline.formats import FormatError, Hit, Query, read_candidates
 
 
 def test_requests_jsonl_reads_the_parity_fixture(fixtures_dir):

@@ -14,43 +14,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
-import numpy as np
-
-from rankline.evaluation.io import FormatError, atomic_write, open_text
-
-__all__ = [
-    "CorpusRecord",
-    "FormatError",
-    "Qrels",
-    "Run",
-    "iter_corpus",
-    "read_qrels",
-    "read_run",
-    "read_topics",
-    "ranked",
-    "write_corpus",
-    "write_qrels",
-    "write_run",
-    "write_topics",
-]
+from rankline.formats.io import FormatError, atomic_write, open_text
+from rankline.formats.order import ranked
+from rankline.formats.records import Doc
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 PathLike = str | os.PathLike
 
 BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
-
-
-@dataclass(frozen=True, slots=True)
-class CorpusRecord:
-    """One document of a corpus file."""
-
-    docid: str
-    title: str
-    text: str
 
 
 def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
@@ -147,18 +121,6 @@ def _run_line_error(path: PathLike, line_no: int, line: str) -> FormatError:
     except ValueError:
         return FormatError(path, line_no, f"expected a numeric score in field 5, got {fields[4]!r}")
     return FormatError(path, line_no, f"expected an integer rank in field 4, got {fields[3]!r}")
-
-
-def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
-    """(docid, score) pairs in trec_eval order: score descending, ties by docid descending.
-
-    Scores are compared in single precision because trec_eval stores them as C floats: two scores
-    equal in float32 tie, and the docid decides (the returned scores keep full precision).
-    """
-    items = list(docs.items())
-    single = np.asarray([score for _, score in items], dtype=np.float64).astype(np.float32).tolist()
-    order = sorted(range(len(items)), key=lambda i: (single[i], items[i][0]), reverse=True)
-    return [items[i] for i in order]
 
 
 def write_run(path: PathLike, run: Mapping[str, Mapping[str, float]], tag: str = "rankline") -> None:
@@ -259,7 +221,7 @@ def write_topics(path: PathLike, topics: Mapping[str, str]) -> None:
 # ------------------------------------------------------------------------------------------- corpus
 
 
-def iter_corpus(path: PathLike) -> Iterator[CorpusRecord]:
+def iter_corpus(path: PathLike) -> Iterator[Doc]:
     """Stream the documents of a corpus file.
 
     JSONL (.jsonl/.json, optionally .gz): BEIR records ``{"_id","title","text"}`` or pyserini records
@@ -271,30 +233,30 @@ def iter_corpus(path: PathLike) -> Iterator[CorpusRecord]:
         if jsonl:
             obj = _json_object(path, line_no, line)
             if "_id" in obj:
-                yield CorpusRecord(
+                yield Doc(
                     _json_str(path, line_no, obj, "_id"),
-                    _json_str(path, line_no, obj, "title", required=False),
                     _json_str(path, line_no, obj, "text"),
+                    _json_str(path, line_no, obj, "title", required=False),
                 )
             elif "id" in obj:
-                yield CorpusRecord(
+                yield Doc(
                     _json_str(path, line_no, obj, "id"),
-                    _json_str(path, line_no, obj, "title", required=False),
                     _json_str(path, line_no, obj, "contents"),
+                    _json_str(path, line_no, obj, "title", required=False),
                 )
             else:
                 raise FormatError(path, line_no, f"expected an '_id' (BEIR) or 'id' (pyserini) field, found keys {sorted(obj)}")
         else:
             fields = line.split("\t")
             if len(fields) == 2:
-                yield CorpusRecord(fields[0], "", fields[1])
+                yield Doc(fields[0], fields[1])
             elif len(fields) == 3:
-                yield CorpusRecord(fields[0], fields[1], fields[2])
+                yield Doc(fields[0], fields[2], fields[1])
             else:
                 raise FormatError(path, line_no, f"expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', got {len(fields)} fields")
 
 
-def write_corpus(path: PathLike, records: Iterable[CorpusRecord], *, pyserini: bool = False) -> None:
+def write_corpus(path: PathLike, records: Iterable[Doc], *, pyserini: bool = False) -> None:
     """Write documents as BEIR corpus.jsonl or, with ``pyserini=True``, ``{"id","contents"}`` jsonl (atomic).
 
     The pyserini layout has no title field, so the title is prepended to the contents.

@@ -4,7 +4,7 @@
   ``{"qid", "query", "candidates": [{"docid", "score", "title"?, "text"}]}``, candidates in first-stage order;
 - rank_llm's retrieve-results JSON (optionally .gz): ``[{"query", "hits": [{"qid", "docid", "rank",
   "score", "content"}]}]``;
-- a TREC run together with a topics file and a corpus file (any format of rankline.evaluation.formats);
+- a TREC run together with a topics file and a corpus file (any format of rankline.formats);
   hits are taken in trec_eval order.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from rankline.evaluation.formats import iter_corpus, ranked, read_run, read_topics
-from rankline.evaluation.io import FormatError, open_text
-from rankline.retrieval.types import Hit, Query
+from rankline.formats.files import iter_corpus, ranked, read_run, read_topics
+from rankline.formats.io import FormatError, open_text
+from rankline.formats.records import Hit, Query
 
 PathLike = str | os.PathLike
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rankline.evaluation.formats import (
-    CorpusRecord,
+from rankline.formats import (
+    Doc,
     FormatError,
     iter_corpus,
     ranked,
@@ -59,7 +59,7 @@ def test_real_beir_scifact(data_dir: Path) -> None:
     assert len(queries) == 1109 and queries["0"] == "0-dimensional biomaterials lack inductive properties."
     docs = list(iter_corpus(root / "corpus.jsonl"))
     assert len(docs) == 5183 and len({d.docid for d in docs}) == 5183
-    assert all(isinstance(d, CorpusRecord) and d.text for d in docs)
+    assert all(isinstance(d, Doc) and d.text for d in docs)
 
 
 def test_real_pyserini_passages(data_dir: Path) -> None:
@@ -111,13 +111,13 @@ def test_topics_and_corpus_round_trip(tmp_path: Path) -> None:
     for name in ("t.tsv", "t.jsonl", "t.jsonl.gz"):
         write_topics(tmp_path / name, topics)
         assert read_topics(tmp_path / name) == topics
-    docs = [CorpusRecord("d1", "Title", "Body one"), CorpusRecord("d2", "", "Body two")]
+    docs = [Doc("d1", "Body one", "Title"), Doc("d2", "Body two")]
     write_corpus(tmp_path / "c.jsonl", docs)
     assert list(iter_corpus(tmp_path / "c.jsonl")) == docs
     write_corpus(tmp_path / "p.jsonl.gz", docs, pyserini=True)
     assert [d.text for d in iter_corpus(tmp_path / "p.jsonl.gz")] == ["Title\nBody one", "Body two"]
     _write(tmp_path / "c.tsv", "d1\tbody\nd2\ttitle\tbody two\n")
-    assert list(iter_corpus(tmp_path / "c.tsv")) == [CorpusRecord("d1", "", "body"), CorpusRecord("d2", "title", "body two")]
+    assert list(iter_corpus(tmp_path / "c.tsv")) == [Doc("d1", "body"), Doc("d2", "body two", "title")]
 
 
 def test_write_is_atomic_on_failure(tmp_path: Path) -> None:
@@ -213,7 +213,7 @@ def test_ranks_follow_trec_eval_single_precision_ties(tmp_path: Path) -> None:
 def test_atomic_write_gives_outputs_the_usual_file_mode(tmp_path):
     import os
 
-    from rankline.evaluation.io import atomic_write
+    from rankline.formats import atomic_write
 
     umask = os.umask(0o022)
     try:
