@@ -1,10 +1,13 @@
-"""rankline.kernels: attention operators (lightning linear attention, BlockRank block-sparse
-attention), each with a naive reference, a PyTorch path and a Triton path behind one dispatcher.
-Imports nothing else of rankline; torch and triton are imported only when an operator runs."""
-from .block_sparse import block_attention, block_attention_scores, document_attention_scores
-from .block_layout import BlockLayout
-from .decay import fla_log_decay, transnormer_log_decay
-from .lightning import lightning_attention, lightning_attention_step
+"""rankline.kernels: attention operators, a folder per op (lightning_attention/: decayed linear attention;
+block_attention/: BlockRank block-sparse attention), each with a naive reference (naive.py), a PyTorch path,
+a Triton path (triton.py) and one dispatcher (the op's __init__.py); backend.py holds the backend choice they
+share. Imports nothing else of rankline; torch and triton are imported only when an operator runs.
+
+An op's folder has its function's name, and the function is what ``rankline.kernels.<op>`` holds: reach a
+path's module with ``from rankline.kernels.block_attention import blockwise`` (``import
+rankline.kernels.block_attention.blockwise as m`` finds the function and fails)."""
+from .block_attention import BlockLayout, block_attention, block_attention_scores, document_attention_scores
+from .lightning_attention import fla_log_decay, lightning_attention, lightning_attention_step, transnormer_log_decay
 
 __all__ = [
     "BlockLayout",

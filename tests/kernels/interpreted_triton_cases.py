@@ -12,7 +12,8 @@ import torch
 assert os.environ.get("TRITON_INTERPRET") == "1", "run through tests/kernels/test_triton.py"
 
 from rankline.kernels import BlockLayout, block_attention, lightning_attention  # noqa: E402
-from rankline.kernels import triton_block_attention, triton_lightning  # noqa: E402
+from rankline.kernels.block_attention import triton as block_attention_triton  # noqa: E402
+from rankline.kernels.lightning_attention import triton as lightning_attention_triton  # noqa: E402
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
@@ -22,8 +23,8 @@ def nan_poisoned_outputs(monkeypatch):
     def poisoned(shape, like):
         return torch.full(shape, float("nan"), dtype=like.dtype if like.dtype != torch.float64 else torch.float32)
 
-    monkeypatch.setattr(triton_lightning, "_output", lambda shape, like: poisoned(shape, torch.empty(0)))
-    monkeypatch.setattr(triton_block_attention, "_output", poisoned)
+    monkeypatch.setattr(lightning_attention_triton, "_output", lambda shape, like: poisoned(shape, torch.empty(0)))
+    monkeypatch.setattr(block_attention_triton, "_output", poisoned)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -85,22 +85,22 @@ def test_ragged_500_token_row_gqa(assert_close) -> None:
 
 
 def test_documents_in_many_length_sorted_calls_and_the_plan_is_reused(assert_close, monkeypatch) -> None:
-    from rankline.kernels import block_sparse
+    from rankline.kernels.block_attention import blockwise
 
     layout = BlockLayout.from_lists([37, 20], [[128, 90, 1, 64, 120], [200, 17, 150]], [60, 40])
     q, k, v = _inputs(layout, 6, 2, 64, torch.float64)
     expected = block_attention(q, k, v, layout, backend="naive")
-    block_sparse._plan.cache_clear()
-    monkeypatch.setattr(block_sparse, "_DOC_CHUNK_ELEMENTS", 6 * 130 * (37 + 130))  # ~1-2 documents per call
+    blockwise._plan.cache_clear()
+    monkeypatch.setattr(blockwise, "_DOC_CHUNK_ELEMENTS", 6 * 130 * (37 + 130))  # ~1-2 documents per call
     try:
-        calls = block_sparse._plan(layout, 6, q.device)
+        calls = blockwise._plan(layout, 6, q.device)
         doc_calls = [c for c in calls if c.key_pos is not None]
         assert len(doc_calls) >= 4 and [c.pos.shape[1] for c in doc_calls] == sorted(
             (c.pos.shape[1] for c in doc_calls), reverse=True)  # longest first, each padded to its own longest
         assert_close("o", block_attention(q, k, v, layout, backend="torch"), expected, 1e-12)
-        assert block_sparse._plan.cache_info().hits == 1  # every layer of a forward pass reuses the plan
+        assert blockwise._plan.cache_info().hits == 1  # every layer of a forward pass reuses the plan
     finally:
-        block_sparse._plan.cache_clear()
+        blockwise._plan.cache_clear()
 
 
 def test_auto_uses_torch_path_on_cpu(assert_close) -> None:

@@ -11,7 +11,7 @@ from rankline.kernels import (
     lightning_attention_step,
     transnormer_log_decay,
 )
-from rankline.kernels.decay import alibi_slopes
+from rankline.kernels.lightning_attention.decay import alibi_slopes
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 

@@ -1,6 +1,6 @@
 """Triton path of lightning attention: one program per (batch, head, value tile) walks the chunks in order,
 keeping the [Dk, Dv-tile] state in registers: inside a chunk (q k^T * decay mask) v, between chunks the
-decayed state. The backward reuses this kernel three times (see ``lightning.lightning_attention_backward``).
+decayed state. The backward reuses this kernel three times (see ``chunked.lightning_attention_backward``).
 
 Runs on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (how the tests check it). Computes in
 fp32 (``ieee`` dot precision, so results match the fp32 reference); other dtypes are cast on the way in and out.
@@ -77,7 +77,7 @@ def triton_linear_attention(
     chunk_size: int,
     scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """o_t = scale * q_t S_t and the final state, same contract as ``lightning.chunked_linear_attention``."""
+    """o_t = scale * q_t S_t and the final state, same contract as ``chunked.chunked_linear_attention``."""
     dtype = q.dtype
     B, H, T, DK = q.shape
     DV = v.shape[-1]

@@ -1,23 +1,12 @@
-"""Lightning attention: causal linear attention with a per-head exponential decay (TransNormerLLM,
-Lightning Attention-2; fla's ``simple_gla`` with a constant per-head gate).
-
-    o_t = scale * sum_{j <= t} exp(log_decay_h * (t - j)) (q_t . k_j) v_j
-
-or, as a recurrence over the state S_t = exp(log_decay_h) S_{t-1} + k_t v_t^T (S_{-1} = initial_state),
-o_t = scale * q_t S_t. Shapes: q, k ``[B, H, T, Dk]``, v ``[B, H, T, Dv]``, state ``[B, H, Dk, Dv]``,
-``log_decay`` ``[H]`` (<= 0, a constant: it gets no gradient). ``scale`` defaults to 1.
-
-Backends: ``naive`` (quadratic, the oracle), ``torch`` (chunked: quadratic with the decay mask inside a
-chunk, a recurrent state between chunks; its backward runs the same chunked algorithm three times, forward
-in time for dq and backward in time for dk and dv), ``triton`` (the same algorithm as a GPU kernel).
-Half-precision inputs are computed in fp32; the final state is returned in fp32 (fp64 for fp64 inputs).
-"""
+"""The PyTorch path of lightning attention: the chunked forward and its three-pass backward, wrapped in a
+torch.autograd.Function. The backward and the wrapper take any forward with the contract of
+``chunked_linear_attention``, so the Triton path (triton.py) reuses them."""
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional
 
-from .backend import accumulation_dtype, resolve_backend
+from ..backend import accumulation_dtype
+from .decay import _exp_masked
 
 if TYPE_CHECKING:
     import torch
@@ -27,63 +16,6 @@ LinearAttentionForward = Callable[
     ["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor", Optional["torch.Tensor"], int, float],
     "tuple[torch.Tensor, torch.Tensor]",
 ]
-
-
-def _log_decay_tensor(log_decay: "torch.Tensor | Sequence[float]", heads: int, like: "torch.Tensor") -> "torch.Tensor":
-    import torch
-
-    g = torch.as_tensor(log_decay, device=like.device).detach().to(accumulation_dtype(like.dtype)).flatten()
-    if g.numel() != heads:
-        raise ValueError(f"lightning_attention: log_decay needs one value per head ({heads}), got {g.numel()}")
-    if not bool(torch.isfinite(g).all()) or bool((g > 0).any()):
-        raise ValueError(f"lightning_attention: log_decay must be finite and <= 0, got {g.tolist()}")
-    return g
-
-
-def _check_shapes(q: "torch.Tensor", k: "torch.Tensor", v: "torch.Tensor", state: "torch.Tensor | None") -> None:
-    if q.dim() != 4 or q.shape != k.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
-        raise ValueError(
-            "lightning_attention: q, k must be [B, H, T, Dk] and v [B, H, T, Dv], got "
-            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    expected = (q.shape[0], q.shape[1], q.shape[3], v.shape[3])
-    if state is not None and tuple(state.shape) != expected:
-        raise ValueError(f"lightning_attention: initial_state must be {expected}, got {tuple(state.shape)}")
-
-
-def _exp_masked(exponent: "torch.Tensor", keep: "torch.Tensor") -> "torch.Tensor":
-    """exp(exponent) where keep, else 0 (without evaluating exp of the dropped, possibly huge, exponents)."""
-    import torch
-
-    return torch.exp(torch.where(keep, exponent, torch.full_like(exponent, float("-inf"))))
-
-
-def lightning_attention_naive(
-    q: "torch.Tensor",
-    k: "torch.Tensor",
-    v: "torch.Tensor",
-    log_decay: "torch.Tensor",
-    scale: float,
-    initial_state: "torch.Tensor | None",
-) -> "tuple[torch.Tensor, torch.Tensor]":
-    """Reference: the full [T, T] decay matrix. Returns o (input dtype) and the final state (accumulation dtype)."""
-    import torch
-
-    dtype, acc = q.dtype, accumulation_dtype(q.dtype)
-    q, k, v = q.to(acc), k.to(acc), v.to(acc)
-    T = q.shape[2]
-    g = log_decay.to(acc)[:, None, None]  # [H, 1, 1]
-    t = torch.arange(T, device=q.device, dtype=acc)
-    lag = t[:, None] - t[None, :]
-    decay = _exp_masked(g * lag, lag >= 0)  # [H, T, T]
-    o = ((q @ k.transpose(-1, -2)) * decay) @ v
-    tail = torch.exp(g * (T - 1 - t)[:, None])  # [H, T, 1]: weight of token j in the final state
-    state = (k * tail).transpose(-1, -2) @ v
-    if initial_state is not None:
-        s0 = initial_state.to(acc)
-        o = o + torch.exp(g * (t + 1)[:, None]) * (q @ s0)
-        state = state + torch.exp(g * T) * s0
-    return (scale * o).to(dtype), state
 
 
 # Tokens per pass of the chunked path: its intermediates (scores, weighted keys, entering states) stay
@@ -228,69 +160,3 @@ def _autograd_function(forward: LinearAttentionForward) -> type:
             return dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype), None, None, ds0, None
 
     return LightningFunction
-
-
-@lru_cache(maxsize=None)
-def _function(backend: str) -> type:
-    """The autograd Function of the ``torch`` or ``triton`` path (built once: torch and triton load lazily)."""
-    if backend == "torch":
-        return _autograd_function(chunked_linear_attention)
-    from .triton_lightning import triton_linear_attention
-
-    return _autograd_function(triton_linear_attention)
-
-
-def lightning_attention(
-    q: "torch.Tensor",
-    k: "torch.Tensor",
-    v: "torch.Tensor",
-    log_decay: "torch.Tensor | Sequence[float]",
-    *,
-    scale: float | None = None,
-    initial_state: "torch.Tensor | None" = None,
-    output_final_state: bool = False,
-    chunk_size: int = 64,
-    backend: str = "auto",
-) -> "tuple[torch.Tensor, torch.Tensor | None]":
-    """Decayed causal linear attention. Returns ``(o, final_state)``; final_state is None unless asked for."""
-    _check_shapes(q, k, v, initial_state)
-    if chunk_size < 1:
-        raise ValueError(f"lightning_attention: chunk_size must be >= 1, got {chunk_size}")
-    g = _log_decay_tensor(log_decay, q.shape[1], q)
-    scale = 1.0 if scale is None else float(scale)
-    chosen = resolve_backend(backend, q)
-    if chosen == "naive" or q.shape[2] == 0:  # the naive form also covers empty sequences
-        o, state = lightning_attention_naive(q, k, v, g, scale, initial_state)
-    else:
-        o, state = _function(chosen).apply(q, k, v, g, scale, initial_state, chunk_size)
-    return o, (state if output_final_state else None)
-
-
-def lightning_attention_step(
-    q: "torch.Tensor",
-    k: "torch.Tensor",
-    v: "torch.Tensor",
-    state: "torch.Tensor",
-    log_decay: "torch.Tensor | Sequence[float]",
-    *,
-    scale: float | None = None,
-) -> "tuple[torch.Tensor, torch.Tensor]":
-    """One decoding step: q, k ``[B, H, Dk]``, v ``[B, H, Dv]``, state ``[B, H, Dk, Dv]``.
-
-    S' = exp(log_decay) S + k v^T; returns (scale * q S' in q's dtype, S' in the state's dtype).
-    """
-    import torch
-
-    if q.dim() != 3 or k.shape != q.shape or v.shape[:2] != q.shape[:2]:
-        raise ValueError(
-            "lightning_attention_step: q, k must be [B, H, Dk] and v [B, H, Dv], got "
-            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    expected = (*q.shape, v.shape[-1])
-    if tuple(state.shape) != expected:
-        raise ValueError(f"lightning_attention_step: state must be {expected}, got {tuple(state.shape)}")
-    acc = state.dtype
-    g = _log_decay_tensor(log_decay, q.shape[1], state)
-    new_state = torch.exp(g)[:, None, None] * state + k.to(acc)[..., :, None] * v.to(acc)[..., None, :]
-    o = (q.to(acc)[..., None, :] @ new_state)[..., 0, :]
-    return ((1.0 if scale is None else float(scale)) * o).to(q.dtype), new_state

@@ -1,8 +1,12 @@
-"""Per-head log-decay schedules for lightning attention (all values <= 0; decay per step = exp(log_decay))."""
+"""Per-head log decay of lightning attention (all values <= 0; decay per step = exp(log_decay)): the schedules,
+the check that turns a caller's ``log_decay`` into a tensor, and the masked exponential the paths build their
+decay factors with."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
+
+from ..backend import accumulation_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -46,3 +50,21 @@ def fla_log_decay(num_heads: int, layer_idx: int, num_layers: int) -> "torch.Ten
 def _check_layer(layer_idx: int, num_layers: int) -> None:
     if not 0 <= layer_idx < num_layers:
         raise ValueError(f"layer_idx must be in [0, {num_layers}), got {layer_idx}")
+
+
+def _log_decay_tensor(log_decay: "torch.Tensor | Sequence[float]", heads: int, like: "torch.Tensor") -> "torch.Tensor":
+    import torch
+
+    g = torch.as_tensor(log_decay, device=like.device).detach().to(accumulation_dtype(like.dtype)).flatten()
+    if g.numel() != heads:
+        raise ValueError(f"lightning_attention: log_decay needs one value per head ({heads}), got {g.numel()}")
+    if not bool(torch.isfinite(g).all()) or bool((g > 0).any()):
+        raise ValueError(f"lightning_attention: log_decay must be finite and <= 0, got {g.tolist()}")
+    return g
+
+
+def _exp_masked(exponent: "torch.Tensor", keep: "torch.Tensor") -> "torch.Tensor":
+    """exp(exponent) where keep, else 0 (without evaluating exp of the dropped, possibly huge, exponents)."""
+    import torch
+
+    return torch.exp(torch.where(keep, exponent, torch.full_like(exponent, float("-inf"))))

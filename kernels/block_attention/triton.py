@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .block_layout import BlockLayout
+from .layout import BlockLayout
 
 
 @triton.jit
