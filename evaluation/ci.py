@@ -15,7 +15,8 @@ import numpy as np
 from rankline.evaluation import crc, intervals
 from rankline.evaluation.intervals import Interval
 from rankline.evaluation.label_dist import LabelDist, empirical_label_dist
-from rankline.evaluation.metrics import evaluate, parse_measure
+from rankline.evaluation.measures import parse_measure
+from rankline.evaluation.metrics import evaluate
 
 Qrels = Mapping[str, Mapping[str, int]]
 Run = Mapping[str, Mapping[str, float]]

@@ -30,8 +30,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from rankline.evaluation.metrics import Measure, parse_measure, rank_run
 from rankline.evaluation.intervals import BOOTSTRAP_RESAMPLES, Interval, _check_alpha, _scalar
+from rankline.evaluation.measures import DCG, Measure, parse_measure
+from rankline.evaluation.ranking import Ranking, discount
+from rankline.formats import ranked
 
 LAMBDAS = np.linspace(-1.0, 1.0, 2001)
 _ZERO = len(LAMBDAS) // 2  # index of lambda = 0
@@ -69,13 +71,13 @@ def dcg_grid(
     measure: str | Measure,
     lambdas: np.ndarray = LAMBDAS,
 ) -> np.ndarray:
-    """Per-query DCG@k (``DCG@k`` or ``DCG(dcg='exp-log2')@k`` as rankline.evaluation.metrics defines
+    """Per-query DCG@k (``DCG@k`` or ``DCG(dcg='exp-log2')@k`` as rankline.evaluation.measures defines
     it: trec_eval's ranking, discount 1/log2(rank+1)) of the shifted expected grades, shape
     (len(qids), G). The exp-log2 gain is applied to the expected grade, as in the paper. A ranked
     document without a distribution counts as grade 0 with certainty (trec_eval's unjudged), and a
     query the run does not answer scores 0."""
     measure = parse_measure(measure)
-    if measure.name != "DCG" or measure.cutoff is None:
+    if not isinstance(measure, DCG) or measure.cutoff is None:
         raise ValueError(
             f"CRC bounds DCG@k only (monotone in the labels with a known normaliser), got {measure}; use e.g. DCG@10"
         )
@@ -83,23 +85,18 @@ def dcg_grid(
     if grades is None:
         raise ValueError("no label distributions given")
     answered = [q for q in qids if run.get(q)]
-    # Rank with the metrics module itself: "grades" that are each document's position in the run.
-    positions = {q: {docid: i for i, docid in enumerate(run[q])} for q in answered}
-    top = rank_run(positions, run, answered).head(measure.cutoff)
     point_zero = np.eye(grades)[0]
-    rows = []
-    for row, qid in enumerate(answered):
-        docids = list(run[qid])
-        labelled = dists.get(qid, {})
-        rows.extend(labelled.get(docids[i], point_zero) for i in top.grades[top.offsets[row]:top.offsets[row + 1]].astype(np.int64))
+    tops = [[dists.get(qid, {}).get(docid, point_zero) for docid, _ in ranked(run[qid])[: measure.cutoff]]
+            for qid in answered]
     grid = np.zeros((len(qids), len(lambdas)))
-    if rows:
-        unique, inverse = np.unique(np.stack(rows), axis=0, return_inverse=True)  # hard labels repeat a lot
+    if answered:
+        top = Ranking.from_lists(np.array([len(t) for t in tops]), np.stack([p for t in tops for p in t]))
+        unique, inverse = np.unique(top.grades, axis=0, return_inverse=True)  # hard labels repeat a lot
         expected = shifted_expected_grades(unique, lambdas)[inverse.reshape(-1)]
         gains = np.exp2(expected) - 1.0 if measure.dcg == "exp-log2" else expected
         row_of = {q: i for i, q in enumerate(qids)}
         query_row = np.array([row_of[q] for q in answered])[top.query]
-        np.add.at(grid, query_row, gains / np.log2(top.rank + 2.0)[:, None])
+        np.add.at(grid, query_row, gains * discount(top.rank)[:, None])
     return grid
 
 

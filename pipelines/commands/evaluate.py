@@ -58,7 +58,7 @@ def run_name(path: str | Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankline.evaluation.metrics import parse_measure
+    from rankline.evaluation.measures import parse_measure
 
     measures = [str(parse_measure(m)) for m in args.measures]  # fail on a bad name before reading files
     if not 0.0 < args.alpha < 1.0:

@@ -5,11 +5,14 @@ import collections
 import math
 from pathlib import Path
 
+import ir_measures
 import numpy as np
 import pytest
+import pytrec_eval
 
 from rankline.formats import read_qrels, read_run
-from rankline.evaluation.metrics import Evaluator, Measure, evaluate, mean, mean_scores, parse_measure
+from rankline.evaluation.measures import AP, DCG, NDCG, RR, Judged, Measure, Precision, Recall, parse_measure
+from rankline.evaluation.metrics import Evaluator, evaluate, mean, mean_scores
 
 # trec_eval measure name -> ours (the golden files were made at relevance level 1)
 TREC_EVAL_NAMES = {"map": "AP", "recip_rank": "RR", "P_10": "P@10", "ndcg_cut_10": "nDCG@10", "ndcg_cut_100": "nDCG@100"}
@@ -65,7 +68,6 @@ def test_single_precision_scores_decide_ties_like_trec_eval(data_dir: Path) -> N
 
 @pytest.mark.parametrize("rel", [1, 2])
 def test_matches_pytrec_eval(data_dir: Path, rel: int) -> None:
-    pytrec_eval = pytest.importorskip("pytrec_eval")
     names = {"recall_100": f"R{f'(rel={rel})' if rel != 1 else ''}@100",
              "recall_1000": f"R{f'(rel={rel})' if rel != 1 else ''}@1000",
              "map": f"AP{f'(rel={rel})' if rel != 1 else ''}",
@@ -98,7 +100,6 @@ def test_rr_at_k_is_recip_rank_cut_and_dcg_is_unnormalised(data_dir: Path) -> No
 
 
 def test_judged_matches_ir_measures(data_dir: Path) -> None:
-    ir_measures = pytest.importorskip("ir_measures")
     dl19 = data_dir / "trec-dl-2019"
     qrels, run = read_qrels(dl19 / "qrels.dl19-passage.txt"), read_run(dl19 / "runs/ICT-CKNRM_B")
     ours = evaluate(qrels, run, ["Judged@10", "Judged@100"])
@@ -158,7 +159,6 @@ def test_evaluator_reuses_qrels_across_runs() -> None:
 
 def test_random_runs_match_pytrec_eval() -> None:
     """Many ties (rounded scores) and docids of different lengths exercise the trec_eval order."""
-    pytrec_eval = pytest.importorskip("pytrec_eval")
     rng = np.random.default_rng(7)
     qrels = {f"q{q}": {f"d{d}": int(rng.integers(0, 4)) for d in rng.choice(300, 40, replace=False)} for q in range(30)}
     run = {f"q{q}": {f"d{d}": float(np.round(rng.random(), 1)) for d in rng.choice(300, 120, replace=False)} for q in range(35)}
@@ -175,19 +175,19 @@ def test_random_runs_match_pytrec_eval() -> None:
 @pytest.mark.parametrize(
     ("text", "expected", "canonical"),
     [
-        ("nDCG@10", Measure("nDCG", 10), "nDCG@10"),
-        ("NDCG@10", Measure("nDCG", 10), "nDCG@10"),
-        ("RR(rel=2)@10", Measure("RR", 10, rel=2), "RR(rel=2)@10"),
-        ("RR", Measure("RR"), "RR"),
-        ("MRR@10", Measure("RR", 10), "RR@10"),
-        ("R@100", Measure("R", 100), "R@100"),
-        ("AP", Measure("AP"), "AP"),
-        ("AP(rel=2)@100", Measure("AP", 100, rel=2), "AP(rel=2)@100"),
-        ("P@10", Measure("P", 10), "P@10"),
-        ("Judged@10", Measure("Judged", 10), "Judged@10"),
-        ("DCG@10", Measure("DCG", 10), "DCG@10"),
-        ("nDCG(dcg='exp-log2')@10", Measure("nDCG", 10, dcg="exp-log2"), "nDCG(dcg='exp-log2')@10"),
-        ("nDCG(dcg=exp-log2)@10", Measure("nDCG", 10, dcg="exp-log2"), "nDCG(dcg='exp-log2')@10"),
+        ("nDCG@10", NDCG(10), "nDCG@10"),
+        ("NDCG@10", NDCG(10), "nDCG@10"),
+        ("RR(rel=2)@10", RR(10, rel=2), "RR(rel=2)@10"),
+        ("RR", RR(), "RR"),
+        ("MRR@10", RR(10), "RR@10"),
+        ("R@100", Recall(100), "R@100"),
+        ("AP", AP(), "AP"),
+        ("AP(rel=2)@100", AP(100, rel=2), "AP(rel=2)@100"),
+        ("P@10", Precision(10), "P@10"),
+        ("Judged@10", Judged(10), "Judged@10"),
+        ("DCG@10", DCG(10), "DCG@10"),
+        ("nDCG(dcg='exp-log2')@10", NDCG(10, dcg="exp-log2"), "nDCG(dcg='exp-log2')@10"),
+        ("nDCG(dcg=exp-log2)@10", NDCG(10, dcg="exp-log2"), "nDCG(dcg='exp-log2')@10"),
     ],
 )
 def test_parse_measure(text: str, expected: Measure, canonical: str) -> None:
