@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
-from rankline.formats import Hit, Query
+from rankline.formats import Candidates, Hit
 
 
 @runtime_checkable
 class Reranker(Protocol):
-    """Reorders the candidate hits of a query; returns them best first with strictly decreasing scores."""
+    """Reorders the candidates of queries; callers that rerank only a list's head use `rerank_head`."""
 
-    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]: ...
-
-    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
-        """Rerank several queries at once (implementations batch their forward passes across queries)."""
+    def rerank_batch(self, lists: Sequence[Candidates]) -> list[list[Hit]]:
+        """For each query, all of its hits best first with strictly decreasing scores (implementations
+        batch their forward passes across queries)."""
         ...

@@ -20,12 +20,13 @@ the part of the attention explained by a passage's position and length rather th
 """
 from __future__ import annotations
 
-import inspect
 import math
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Sequence
 
-from rankline.formats import Hit, Query
+from rankline.formats import Candidates, Hit
+from rankline.rerankers.models import CausalLM
+from rankline.rerankers.ranking import order_hits
 
 # The official prompt (src/blockrank/dataset.py), verbatim.
 INSTRUCTION = (
@@ -47,7 +48,7 @@ CALIBRATION_QUERY = "N/A"
 
 
 @dataclass(frozen=True)
-class BlockRankConfig:
+class BlockRankOptions:
     """Every knob of the method; the defaults are the official code's (configs/eval_mistral.yaml,
     dataset.py, losses.py).
 
@@ -75,9 +76,9 @@ class BlockRankConfig:
     def __post_init__(self) -> None:
         for name in ("max_block_tokens", "pad_to_multiple_of", "scoring_query_tokens", "batch_size", "chunk_tokens"):
             if getattr(self, name) < 1:
-                raise ValueError(f"BlockRankConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"BlockRankOptions.{name} must be >= 1, got {getattr(self, name)}")
         if self.layer is not None and self.layer < 0:
-            raise ValueError(f"BlockRankConfig.layer must be >= 0, got {self.layer}")
+            raise ValueError(f"BlockRankOptions.layer must be >= 0, got {self.layer}")
 
 
 def default_layer(num_layers: int) -> int:
@@ -136,7 +137,7 @@ def _separator_for(texts: Sequence[str]) -> str:
     return sep
 
 
-def build_prompt(tokenizer: Any, query: str, documents: Sequence[str], config: BlockRankConfig) -> BlockPrompt:
+def build_prompt(tokenizer: Any, query: str, documents: Sequence[str], options: BlockRankOptions) -> BlockPrompt:
     """Render and tokenise the official BlockRank prompt for `query` and the formatted `documents`.
 
     The chat template of the tokenizer renders one user turn (instruction + query, the candidates, the final
@@ -165,113 +166,68 @@ def build_prompt(tokenizer: Any, query: str, documents: Sequence[str], config: B
     ids = tokenizer(pieces, add_special_tokens=False)["input_ids"]
     raw = [list(b) for b in ids[:-2]] + [list(ids[-2]) + list(ids[-1])]
     longest = max(len(b) for b in raw)
-    multiple = config.pad_to_multiple_of
-    block_size = math.ceil(min(longest, config.max_block_tokens) / multiple) * multiple
+    multiple = options.pad_to_multiple_of
+    block_size = math.ceil(min(longest, options.max_block_tokens) / multiple) * multiple
     if len(raw[-1]) > block_size:
         raise ValueError(
             f"query {query[:60]!r}: the query block has {len(raw[-1])} tokens but blocks are cut to {block_size} "
-            f"(--max-block-tokens {config.max_block_tokens}); the cut would remove the scoring token "
+            f"(--max-block-tokens {options.max_block_tokens}); the cut would remove the scoring token "
             f"{ANSWER_OPEN!r}. Raise max_block_tokens or shorten the query"
         )
-    if len(raw[-1]) < config.scoring_query_tokens:
-        raise ValueError(f"the query block has fewer than scoring_query_tokens={config.scoring_query_tokens} tokens")
+    if len(raw[-1]) < options.scoring_query_tokens:
+        raise ValueError(f"the query block has fewer than scoring_query_tokens={options.scoring_query_tokens} tokens")
     return BlockPrompt(
         blocks=tuple(tuple(b[:block_size]) for b in raw),
         raw_lengths=tuple(len(b) for b in raw),
         block_size=block_size,
-        query_offset=config.query_offset,
+        query_offset=options.query_offset,
     )
 
 
-@dataclass
 class BlockRankReranker:
     """Reranks candidate lists by BlockRank attention scores with a causal LM (Llama/Mistral/Qwen style).
 
-    `rerank` / `rerank_batch` follow the Reranker protocol: hits best first, `score` the BlockRank relevance
-    (a share of attention mass in [0, 1], or a difference of two with calibration). `score_batch` returns the
-    raw scores in input order.
+    `rerank_batch` follows the Reranker protocol: hits best first, `score` the BlockRank relevance (a share
+    of attention mass in [0, 1], or a difference of two with calibration). `score_batch` returns the raw
+    scores in input order.
     """
 
-    model: Any
-    tokenizer: Any
-    config: BlockRankConfig = field(default_factory=BlockRankConfig)
+    Options: ClassVar[type[BlockRankOptions]] = BlockRankOptions
 
-    def __post_init__(self) -> None:
-        num_layers = self.model.config.get_text_config().num_hidden_layers
-        layer = default_layer(num_layers) if self.config.layer is None else self.config.layer
+    def __init__(self, lm: CausalLM, options: BlockRankOptions | None = None):
+        options = options or BlockRankOptions()
+        num_layers = lm.model.config.get_text_config().num_hidden_layers
+        layer = default_layer(num_layers) if options.layer is None else options.layer
         if layer >= num_layers:
             raise ValueError(f"layer {layer} does not exist: the model has {num_layers} decoder layers (0..{num_layers - 1})")
-        self.config = replace(self.config, layer=layer)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str = "smollm2-135m-instruct", *, device: Any = None, dtype: Any = None,
-                        **config: Any) -> "BlockRankReranker":
-        """Load a model with `rankline.rerankers.models.load_causal_lm`; `config` holds BlockRankConfig fields."""
-        from rankline.rerankers.models import load_causal_lm
-
-        return blockrank_reranker(load_causal_lm(name_or_path, device=device, dtype=dtype), **config)
-
-    @property
-    def batch_size(self) -> int:
-        """Queries per forward pass (callers group queries by it)."""
-        return self.config.batch_size
+        self.lm = lm
+        self.options = replace(options, layer=layer)
 
     def prompt(self, query: str, hits: Sequence[Hit]) -> BlockPrompt:
-        return build_prompt(self.tokenizer, query, [format_document(h.title, h.text) for h in hits], self.config)
+        return build_prompt(self.lm.tokenizer, query, [format_document(h.title, h.text) for h in hits], self.options)
 
-    def score_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[float]]:
+    def score_batch(self, lists: Sequence[Candidates]) -> list[list[float]]:
         """BlockRank scores of every candidate, in input order, for each query (calibrated if configured)."""
         from tqdm.auto import tqdm
 
         from rankline.rerankers.blockrank_attention import score_prompts
 
-        if len(queries) != len(hits):
-            raise ValueError(f"{len(queries)} queries but {len(hits)} candidate lists")
-        cfg = self.config
-        results: list[list[float]] = [[] for _ in queries]
-        todo = [i for i, h in enumerate(hits) if len(h) > 0]
-        chunks = [todo[start:start + cfg.batch_size] for start in range(0, len(todo), cfg.batch_size)]
+        opts = self.options
+        results: list[list[float]] = [[] for _ in lists]
+        todo = [i for i, c in enumerate(lists) if c.hits]
+        chunks = [todo[start:start + opts.batch_size] for start in range(0, len(todo), opts.batch_size)]
         for chunk in tqdm(chunks, desc="blockrank", unit="batch", disable=len(chunks) < 2, leave=False):
-            prompts = [self.prompt(queries[i].text, hits[i]) for i in chunk]
-            if cfg.calibrate:
-                prompts += [self.prompt(cfg.calibration_query, hits[i]) for i in chunk]
-            scores = score_prompts(self.model, prompts, layer=cfg.layer, scoring_tokens=cfg.scoring_query_tokens,
-                                   chunk_tokens=cfg.chunk_tokens)
+            prompts = [self.prompt(lists[i].query.text, lists[i].hits) for i in chunk]
+            if opts.calibrate:
+                prompts += [self.prompt(opts.calibration_query, lists[i].hits) for i in chunk]
+            scores = score_prompts(self.lm.model, prompts, layer=opts.layer, scoring_tokens=opts.scoring_query_tokens,
+                                   chunk_tokens=opts.chunk_tokens)
             for j, i in enumerate(chunk):
                 row = scores[j]
-                if cfg.calibrate:
+                if opts.calibrate:
                     row = [s - c for s, c in zip(row, scores[j + len(chunk)])]
                 results[i] = row
         return results
 
-    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
-        return self.rerank_batch([query], [hits])[0]
-
-    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
-        return [order_hits(h, s) for h, s in zip(hits, self.score_batch(queries, hits))]
-
-
-def order_hits(hits: Sequence[Hit], scores: Sequence[float]) -> list[Hit]:
-    """Hits by descending score (a stable sort: exact ties keep input order, as the reference's sort does);
-    an exact tie's later hit gets the next float below, so written scores decrease strictly."""
-    ranked = sorted(zip(hits, scores), key=lambda hs: -hs[1])
-    out: list[Hit] = []
-    for hit, score in ranked:
-        if out and score >= out[-1].score:
-            score = math.nextafter(out[-1].score, -math.inf)
-        out.append(replace(hit, score=float(score)))
-    return out
-
-
-def blockrank_reranker(lm: Any, **config: Any) -> BlockRankReranker:
-    """The registry's factory (`rankline rerank --reranker blockrank`): a BlockRankReranker over a loaded
-    `CausalLM`; the keyword options are the BlockRankConfig fields."""
-    return BlockRankReranker(lm.model, lm.tokenizer, BlockRankConfig(**config))
-
-
-# Advertise the BlockRankConfig fields as keyword-only options (the registry validates options against them).
-blockrank_reranker.__signature__ = inspect.Signature(
-    [inspect.Parameter("lm", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in fields(BlockRankConfig)],
-    return_annotation=BlockRankReranker,
-)
+    def rerank_batch(self, lists: Sequence[Candidates]) -> list[list[Hit]]:
+        return [order_hits(c.hits, s) for c, s in zip(lists, self.score_batch(lists))]

@@ -5,10 +5,7 @@
 model runs it in every layer, and what it does is given by the `blockrank` keyword of the forward call (a
 `_Pass`). Since this implementation has no mask function, transformers builds no attention mask at all.
 
-`forward_blocks` runs whole packed rows [instruction | doc_1..doc_N | query | padding] through
-`rankline.kernels.block_attention` (cost linear in the number of documents, no [T, T] tensor).
-
-`score_prompts`, the scoring path, streams instead. Documents attend only to the instruction and to
+`score_prompts` streams each prompt through the model. Documents attend only to the instruction and to
 themselves, so a row [instruction | a few documents] computes their states exactly as the whole prompt
 would. Stage 1 runs such rows of at most `chunk_tokens` tokens through the layers up to the scoring layer
 and keeps each layer's keys and values of the documents (and the instruction) in a per-prompt cache. Stage 2
@@ -42,24 +39,14 @@ class _Stop(Exception):
 
 
 class _Pass:
-    """What the attention function does in one forward pass."""
+    """What the attention function does in one forward pass, which ends at layer `last` (the scoring layer)."""
+
+    last: int
 
     def attend(self, layer: int, query: "torch.Tensor", key: "torch.Tensor", value: "torch.Tensor",
                scale: float) -> "torch.Tensor":
         """The attention output [B, Hq, T, D] of `layer`, or raise _Stop."""
         raise NotImplementedError
-
-
-@dataclass
-class _WholeRows(_Pass):
-    """Packed whole prompts through every layer."""
-
-    layout: Any
-
-    def attend(self, layer, query, key, value, scale):
-        from rankline.kernels import block_attention
-
-        return block_attention(query, key, value, self.layout, scale=scale)
 
 
 @dataclass
@@ -153,7 +140,7 @@ def _blockrank_attention_forward(module: Any, query: "torch.Tensor", key: "torch
     if call is None:
         raise RuntimeError(
             f"attention implementation {ATTENTION_NAME!r} needs the block layout: call the model through "
-            "rankline.rerankers.blockrank_attention (score_prompts / forward_blocks)"
+            "rankline.rerankers.blockrank_attention.score_prompts"
         )
     out = call.attend(module.layer_idx, query, key, value, scaling)  # [B, Hq, T, D]
     return out.transpose(1, 2).contiguous(), None
@@ -191,40 +178,18 @@ def _pack(rows: Sequence[tuple[Sequence[int], Sequence[int]]], device: Any) -> t
     return input_ids.to(device), position_ids.to(device)
 
 
-def _whole_rows(prompts: Sequence["BlockPrompt"]) -> tuple[list[tuple[list[int], list[int]]], Any]:
-    """The (ids, positions) rows of whole prompts and their kernel layout."""
-    from rankline.kernels import BlockLayout
-
-    layout = BlockLayout.from_lists(
-        [p.lengths[0] for p in prompts], [p.lengths[1:-1] for p in prompts], [p.lengths[-1] for p in prompts]
-    )
-    return [(p.input_ids(), p.position_ids()) for p in prompts], layout
-
-
-def pack_prompts(prompts: Sequence["BlockPrompt"], device: Any = None) -> tuple["torch.Tensor", "torch.Tensor", Any]:
-    """input_ids and position_ids [B, T] of whole prompts (padded at the end) and the kernel layout of the rows."""
-    rows, layout = _whole_rows(prompts)
-    return (*_pack(rows, device), layout)
-
-
-def _run(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]], call: _Pass) -> Any:
-    """One forward pass of the base model over `rows` with BlockRank attention doing `call`: the scores (or
-    None) if the pass stopped early, else the last hidden states [B, T, hidden]."""
+def _run(model: Any, rows: Sequence[tuple[Sequence[int], Sequence[int]]], call: _Pass) -> "list[list[float]] | None":
+    """One forward pass of the base model over `rows` with BlockRank attention doing `call`, up to its
+    scoring layer: the scores the pass ends with (None in stage 1)."""
     import torch
 
     input_ids, position_ids = _pack(rows, next(model.parameters()).device)
     with torch.inference_mode(), blockrank_attention(model):
         try:
-            out = model.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False, blockrank=call)
+            model.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False, blockrank=call)
         except _Stop as stop:
             return stop.scores
-    return out.last_hidden_state
-
-
-def forward_blocks(model: Any, prompts: Sequence["BlockPrompt"]) -> "torch.Tensor":
-    """The last hidden states [B, T, hidden] of the packed prompts, every layer with BlockRank attention."""
-    rows, layout = _whole_rows(prompts)
-    return _run(model, rows, _WholeRows(layout))
+    raise RuntimeError(f"layer {call.last} was never reached: the model has no such decoder layer")
 
 
 def _document_chunks(prompts: Sequence["BlockPrompt"], chunk_tokens: int) -> list[list[tuple[int, int, int]]]:
@@ -276,7 +241,6 @@ def score_prompts(model: Any, prompts: Sequence["BlockPrompt"], *, layer: int, s
             targets.append((caches[i], start))
             docs.append(lengths[1 + lo:1 + hi])
         layout = BlockLayout.from_lists([prompts[i].lengths[0] for i, _, _ in chunk], docs, [0] * len(chunk))
-        if _run(model, rows, _DocumentRows(layout, targets, layer)) is not None:
-            raise RuntimeError(f"layer {layer} was never reached: the model has no such decoder layer")
+        _run(model, rows, _DocumentRows(layout, targets, layer))
     queries = [(row_ids[-p.lengths[-1]:], pos[-p.lengths[-1]:]) for row_ids, pos, p in zip(ids, positions, prompts)]
     return _run(model, queries, _QueryRows(caches, layer, scoring_tokens))

@@ -1,9 +1,9 @@
 """FIRST (Reddy et al. 2024): single-token listwise reranking.
 
 Each window is one prefill of the RankZephyr prompt followed by "["; the distribution of the next
-token over the identifiers A, B, ... orders the whole window. Windows slide bottom-up (20/10/100 by
-default) and the windows of different queries share forward passes (left padding; on an
-accelerator by default, see `FirstReranker`).
+token over the identifiers A, B, ... orders the whole window. Windows slide bottom-up over every
+candidate the reranker is given (window 20, stride 10 by default), and the windows of different queries
+share forward passes (left padding; on an accelerator by default, see `FirstOptions`).
 
 `parity="rank_llm"` reproduces castorini rank_llm 0.26.0 (`RankListwiseOSLLM`, use_logits, use_alpha):
 only identifiers among the 30 most probable tokens of the whole vocabulary are ranked (vLLM's
@@ -13,12 +13,14 @@ identifier by its log-probability and may also cut passages to a token budget.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from rankline.rerankers.listwise import ListwiseReranker
+from rankline.formats import Candidates
+from rankline.rerankers.listwise import ListwiseOptions, ListwiseReranker
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import MAX_IDENTIFIERS, identifier
-from rankline.rerankers.ranking import WindowRequest, complete_permutation
+from rankline.rerankers.ranking import complete_permutation
 
 PARITY_MODES = ("rank_llm",)
 RANK_LLM_TOP_LOGPROBS = 30
@@ -54,47 +56,44 @@ def window_order(logprobs: Any, n: int, letter_of: dict[int, int], parity: str |
     return complete_permutation(ranked, n)
 
 
+@dataclass(frozen=True)
+class FirstOptions(ListwiseOptions):
+    """ListwiseOptions, batching by device by default (8 DL 2019 windows on the CPU in bf16: 32.5 s batched
+    by 8, 13.5 s one by one), and `parity="rank_llm"` for rank_llm's exact behaviour (module docstring)."""
+
+    batch_size: int | None = None
+    parity: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.parity is not None and self.parity not in PARITY_MODES:
+            raise ValueError(f"parity must be one of {PARITY_MODES}, got {self.parity!r}")
+
+
 class FirstReranker(ListwiseReranker):
     """FIRST over a causal LM; implements the `Reranker` protocol."""
 
-    def __init__(
-        self,
-        lm: CausalLM,
-        *,
-        window: int = 20,
-        stride: int = 10,
-        depth: int = 100,
-        batch_size: int | None = None,
-        context_size: int = 4096,
-        parity: str | None = None,
-        progress: bool = False,
-    ):
-        """`batch_size` windows share a forward pass; by default 8 on an accelerator and 1 on the CPU,
-        where a left-padded batch runs attention through the masked path and costs more than its
-        windows one at a time (8 DL 2019 windows in bf16: 32.5 s batched by 8, 13.5 s one by one)."""
-        if parity is not None and parity not in PARITY_MODES:
-            raise ValueError(f"parity must be one of {PARITY_MODES}, got {parity!r}")
-        if batch_size is None:
-            batch_size = 1 if lm.device.type == "cpu" else 8
-        super().__init__(lm, window=window, stride=stride, depth=depth, batch_size=batch_size,
-                         context_size=context_size, progress=progress)
-        self.parity = parity
-        self.token_budget = parity is None  # rank_llm fits prompts by words only
+    Options = FirstOptions
+    options: FirstOptions
+
+    def __init__(self, lm: CausalLM, options: FirstOptions | None = None):
+        super().__init__(lm, options)
+        self.token_budget = self.options.parity is None  # rank_llm fits prompts by words only
         self._letter_of = identifier_token_ids(lm.tokenizer)
 
-    def engine_input(self, request: WindowRequest) -> str:
+    def engine_input(self, window: Candidates) -> str:
         """The prompt followed by "[": the next token is the identifier of the best passage."""
-        return self.prompt(request) + "["
+        return self.prompt(window) + "["
 
-    def rank_windows(self, requests: Sequence[WindowRequest]) -> list[list[int]]:
+    def rank_windows(self, windows: Sequence[Candidates]) -> list[list[int]]:
         """One prefill per window, `batch_size` windows per forward pass."""
         import torch
 
-        perms: list[list[int]] = [[] for _ in requests]
-        for chunk, batch in self.batches(requests):
+        perms: list[list[int]] = [[] for _ in windows]
+        for chunk, batch in self.batches(windows):
             with torch.inference_mode():
                 logits = self.lm.model(**batch.model_inputs(), logits_to_keep=1, use_cache=False).logits[:, -1, :]
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, i in enumerate(chunk):
-                perms[i] = window_order(logprobs[row], len(requests[i].hits), self._letter_of, self.parity)
+                perms[i] = window_order(logprobs[row], len(windows[i].hits), self._letter_of, self.options.parity)
         return perms

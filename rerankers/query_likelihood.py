@@ -4,27 +4,38 @@ based on this passage". Every (query, passage) pair is one sequence; pairs of al
 share forward passes."""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
 
+from rankline.formats import Candidates, Hit
 from rankline.rerankers.batching import left_pad, length_sorted_chunks
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import Passage, query_likelihood_prompt
-from rankline.rerankers.ranking import with_rank_scores
-from rankline.formats import Hit, Query
+from rankline.rerankers.ranking import order_hits
+
+
+@dataclass(frozen=True)
+class QueryLikelihoodOptions:
+    """batch_size: (query, passage) sequences per forward pass; progress: a bar over the batches."""
+
+    batch_size: int = 16
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 class QueryLikelihoodReranker:
-    """UPR over a causal LM; implements the `Reranker` protocol."""
+    """UPR over a causal LM; implements the `Reranker` protocol. Output scores are the query likelihoods."""
 
-    def __init__(self, lm: CausalLM, *, depth: int = 100, batch_size: int = 16, progress: bool = False):
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+    Options: ClassVar[type[QueryLikelihoodOptions]] = QueryLikelihoodOptions
+
+    def __init__(self, lm: CausalLM, options: QueryLikelihoodOptions | None = None):
         self.lm = lm
-        self.depth = depth
-        self.batch_size = batch_size
-        self.progress = progress
+        self.options = options or QueryLikelihoodOptions()
 
-    def score_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[float]]:
+    def score_batch(self, lists: Sequence[Candidates]) -> list[list[float]]:
         """log p(query | passage), averaged over the query's tokens, for every hit (input order)."""
         import torch
         from tqdm.auto import tqdm
@@ -32,17 +43,17 @@ class QueryLikelihoodReranker:
         tokenizer = self.lm.tokenizer
         pairs: list[tuple[int, int]] = []  # (query index, hit index)
         sequences: list[list[int]] = []
-        query_ids = [tokenizer.encode(q.text, add_special_tokens=False) for q in queries]
-        for qi, (query, hit_list) in enumerate(zip(queries, hits)):
+        query_ids = [tokenizer.encode(c.query.text, add_special_tokens=False) for c in lists]
+        for qi, candidates in enumerate(lists):
             if not query_ids[qi]:
-                raise ValueError(f"query {query.qid!r} has no tokens to score")
-            for hi, hit in enumerate(hit_list):
+                raise ValueError(f"query {candidates.query.qid!r} has no tokens to score")
+            for hi, hit in enumerate(candidates.hits):
                 prompt = tokenizer.encode(query_likelihood_prompt(tokenizer, Passage(hit.text, hit.title)))
                 pairs.append((qi, hi))
                 sequences.append(prompt + query_ids[qi])
-        scores = [[0.0] * len(h) for h in hits]
-        chunks = length_sorted_chunks([len(s) for s in sequences], self.batch_size)
-        for chunk in tqdm(chunks, desc="query likelihood", unit="batch", disable=not self.progress, leave=False):
+        scores = [[0.0] * len(c.hits) for c in lists]
+        chunks = length_sorted_chunks([len(s) for s in sequences], self.options.batch_size)
+        for chunk in tqdm(chunks, desc="query likelihood", unit="batch", disable=not self.options.progress, leave=False):
             batch = left_pad([sequences[i] for i in chunk], tokenizer.pad_token_id, self.lm.device)
             keep = max(len(query_ids[pairs[i][0]]) for i in chunk) + 1
             with torch.inference_mode():
@@ -55,14 +66,5 @@ class QueryLikelihoodReranker:
                 scores[qi][hi] = predicted.gather(1, target[:, None]).mean().item()
         return scores
 
-    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
-        return self.rerank_batch([query], [hits])[0]
-
-    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
-        heads = [list(h[: self.depth]) for h in hits]
-        scores = self.score_batch(queries, heads)
-        out = []
-        for head, head_scores, hit_list in zip(heads, scores, hits):
-            order = sorted(range(len(head)), key=lambda i: (-head_scores[i], i))
-            out.append(with_rank_scores([head[i] for i in order] + list(hit_list[self.depth:])))
-        return out
+    def rerank_batch(self, lists: Sequence[Candidates]) -> list[list[Hit]]:
+        return [order_hits(c.hits, s) for c, s in zip(lists, self.score_batch(lists))]

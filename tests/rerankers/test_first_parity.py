@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("transformers")
-
-from rankline.rerankers.first import FirstReranker  # noqa: E402
-from rankline.rerankers.models import load_causal_lm  # noqa: E402
-from rankline.rerankers.ranking import WindowRequest  # noqa: E402
-from rankline.formats import Hit, Query  # noqa: E402
+from rankline.formats import Candidates, Hit, Query
+from rankline.rerankers.models import load_causal_lm
+from rankline.rerankers.ranking import rerank_head
+from rankline.rerankers.registry import build_reranker
 
 
 def _load(fixture: Path, suffix: str):
@@ -24,16 +22,23 @@ def _load(fixture: Path, suffix: str):
     return cases, expected, prompts
 
 
+def _candidates(case: dict) -> Candidates:
+    hits = tuple(Hit(c["docid"], c["score"], c["text"], c.get("title", "")) for c in case["candidates"])
+    return Candidates(Query(case["qid"], case["query"]), hits)
+
+
 def _check_cases(lm, fixture: Path, suffix: str, batch_size: int) -> None:
+    """rank_llm's depth is our head cut; its window schedule runs over the head it is given."""
     cases, expected, prompts = _load(fixture, suffix)
     for case in cases:
-        reranker = FirstReranker(lm, window=case["window"], stride=case["stride"], depth=case["depth"],
-                                 parity="rank_llm", batch_size=batch_size)
-        query = Query(case["qid"], case["query"])
-        hits = [Hit(c["docid"], c["score"], c["text"], c.get("title", "")) for c in case["candidates"]]
-        start, end = reranker.schedule.bounds(len(hits))[0]
-        assert reranker.engine_input(WindowRequest(query, tuple(hits[start:end]))) == prompts[case["qid"]], case["qid"]
-        out = reranker.rerank(query, hits)
+        reranker = build_reranker("first", lm, window=case["window"], stride=case["stride"], parity="rank_llm",
+                                  batch_size=batch_size)
+        candidates = _candidates(case)
+        head = candidates.hits[: case["depth"]]
+        start, end = reranker.schedule.bounds(len(head))[0]
+        first_window = Candidates(candidates.query, head[start:end])
+        assert reranker.engine_input(first_window) == prompts[case["qid"]], case["qid"]
+        [out] = rerank_head(reranker, [candidates], depth=case["depth"])
         assert [h.docid for h in out] == expected[case["qid"]], case["qid"]
         assert all(a.score > b.score for a, b in zip(out, out[1:]))
 
@@ -58,11 +63,10 @@ def test_tiny_llama_cases_batched_across_queries_match_rank_llm(tiny, parity_dir
     settings = {(c["window"], c["stride"], c["depth"]) for c in cases}
     assert len(settings) == 1
     window, stride, depth = settings.pop()
-    reranker = FirstReranker(tiny, window=window, stride=stride, depth=depth, parity="rank_llm", batch_size=4)
-    queries = [Query(c["qid"], c["query"]) for c in cases]
-    hits = [[Hit(d["docid"], d["score"], d["text"], d.get("title", "")) for d in c["candidates"]] for c in cases]
-    for query, out in zip(queries, reranker.rerank_batch(queries, hits)):
-        assert [h.docid for h in out] == expected[query.qid], query.qid
+    reranker = build_reranker("first", tiny, window=window, stride=stride, parity="rank_llm", batch_size=4)
+    lists = [_candidates(c) for c in cases]
+    for candidates, out in zip(lists, rerank_head(reranker, lists, depth=depth)):
+        assert [h.docid for h in out] == expected[candidates.query.qid], candidates.query.qid
 
 
 @pytest.mark.slow

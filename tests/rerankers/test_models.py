@@ -6,10 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from rankline.rerankers import models  # noqa: E402
+from rankline.rerankers import models
 
 
 def test_loads_local_folder_in_fp32_on_cpu(fixtures_dir):
@@ -73,8 +72,6 @@ def test_a_loaded_model_travels_by_name_and_reloads_identically(fixtures_dir):
     """Pickling (how a reranker reaches a Ray actor) reloads the model from its name, in the same
     dtype, instead of shipping the weights; the copy computes the same logits."""
     import pickle
-
-    import torch
 
     lm = models.load_causal_lm(str(fixtures_dir / "first-parity" / "tiny-llama"), dtype="bfloat16")
     blob = pickle.dumps(lm)

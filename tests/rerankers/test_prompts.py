@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ftfy")
-
-from rankline.rerankers.prompts import (  # noqa: E402
+from rankline.rerankers.prompts import (
     Passage,
     fit_listwise_prompt,
     passage_content,

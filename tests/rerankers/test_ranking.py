@@ -1,28 +1,30 @@
-"""Sliding-window schedule (rank_llm's, as the parity fixture README spells it out), permutation repair, scores."""
+"""The one score rule, the one head cut, the sliding-window schedule (rank_llm's, as the parity fixture
+README spells it out) and permutation repair, against hand-computed cases."""
 from __future__ import annotations
+
+import math
 
 import pytest
 
-from rankline.rerankers.ranking import SlidingWindow, complete_permutation, rerank_sliding, with_rank_scores
-from rankline.formats import Hit, Query
+from rankline.formats import Candidates, Hit, Query
+from rankline.rerankers.ranking import SlidingWindow, complete_permutation, order_hits, rerank_head, rerank_sliding
 
 
 @pytest.mark.parametrize(
-    "n, window, stride, depth, expected",
+    "n, window, stride, expected",
     [
-        (0, 20, 10, 100, []),
-        (1, 20, 10, 100, [(0, 1)]),
-        (7, 20, 10, 100, [(0, 7)]),
-        (21, 20, 10, 100, [(1, 21), (0, 11)]),
-        (30, 20, 10, 100, [(10, 30), (0, 20)]),
-        (45, 20, 10, 100, [(25, 45), (15, 35), (5, 25), (0, 15)]),
-        (100, 20, 10, 100, [(80 - 10 * i, 100 - 10 * i) for i in range(9)]),
-        (150, 20, 10, 100, [(80 - 10 * i, 100 - 10 * i) for i in range(9)]),  # positions >= depth untouched
-        (40, 20, 10, 10, [(0, 10)]),  # window capped by depth
+        (0, 20, 10, []),
+        (1, 20, 10, [(0, 1)]),
+        (7, 20, 10, [(0, 7)]),
+        (21, 20, 10, [(1, 21), (0, 11)]),
+        (30, 20, 10, [(10, 30), (0, 20)]),
+        (45, 20, 10, [(25, 45), (15, 35), (5, 25), (0, 15)]),
+        (100, 20, 10, [(80 - 10 * i, 100 - 10 * i) for i in range(9)]),
+        (10, 20, 10, [(0, 10)]),  # one window, shorter than `window`
     ],
 )
-def test_window_bounds(n, window, stride, depth, expected):
-    assert SlidingWindow(window, stride, depth).bounds(n) == expected
+def test_window_bounds(n, window, stride, expected):
+    assert SlidingWindow(window, stride).bounds(n) == expected
 
 
 def test_complete_permutation_drops_repeats_and_unknowns_and_appends_missing_in_order():
@@ -31,33 +33,77 @@ def test_complete_permutation_drops_repeats_and_unknowns_and_appends_missing_in_
     assert complete_permutation([1, 0], 2) == [1, 0]
 
 
-def test_rank_scores_strictly_decrease():
-    hits = [Hit("a", 3.0), Hit("b", 3.0), Hit("c", 9.0)]
-    assert [(h.docid, h.score) for h in with_rank_scores(hits)] == [("a", 3.0), ("b", 2.0), ("c", 1.0)]
+def test_order_hits_is_stable_and_strictly_decreasing():
+    hits = [Hit(d, 0.0, f"text {d}") for d in "abcd"]
+    ranked = order_hits(hits, [0.25, 0.5, 0.25, 0.0])
+    assert [h.docid for h in ranked] == ["b", "a", "c", "d"]
+    assert [h.text for h in ranked] == ["text b", "text a", "text c", "text d"]
+    assert ranked[1].score == 0.25 and ranked[2].score == math.nextafter(0.25, 0.0)
+    assert all(x.score > y.score for x, y in zip(ranked, ranked[1:]))
+    # a tie below a tie pushed down steps below the pushed score, not the raw one
+    assert [h.score for h in order_hits(hits[:3], [1.0, 1.0, 1.0])] == [
+        1.0, math.nextafter(1.0, 0.0), math.nextafter(math.nextafter(1.0, 0.0), 0.0)]
+    with pytest.raises(ValueError, match="3 hits but 2 scores"):
+        order_hits(hits[:3], [1.0, 2.0])
 
 
 def test_sliding_windows_see_the_list_as_previous_windows_left_it():
     """A ranker that reverses every window: hand-computed result of two overlapping windows."""
     calls = []
 
-    def reverse(requests):
-        calls.append([[h.docid for h in r.hits] for r in requests])
-        return [list(range(len(r.hits)))[::-1] for r in requests]
+    def reverse(windows):
+        calls.append([[h.docid for h in w.hits] for w in windows])
+        return [list(range(len(w.hits)))[::-1] for w in windows]
 
-    hits = [Hit(str(i), 0.0) for i in range(6)]
-    out = rerank_sliding([Query("q", "x")], [hits], reverse, SlidingWindow(4, 2, 100))
+    hits = tuple(Hit(str(i), 0.0) for i in range(6))
+    out = rerank_sliding([Candidates(Query("q", "x"), hits)], reverse, SlidingWindow(4, 2))
     # [2,6) reversed -> 0 1 5 4 3 2 ; then [0,4) reversed -> 4 5 1 0 3 2
     assert calls == [[["2", "3", "4", "5"]], [["0", "1", "5", "4"]]]
-    assert [h.docid for h in out[0]] == ["4", "5", "1", "0", "3", "2"]
+    assert [(h.docid, h.score) for h in out[0]] == [("4", 6.0), ("5", 5.0), ("1", 4.0), ("0", 3.0), ("3", 2.0),
+                                                    ("2", 1.0)]
 
 
 def test_windows_of_several_queries_are_ranked_together():
     sizes = []
 
-    def identity(requests):
-        sizes.append(len(requests))
-        return [list(range(len(r.hits))) for r in requests]
+    def identity(windows):
+        sizes.append(len(windows))
+        return [list(range(len(w.hits))) for w in windows]
 
-    lists = [[Hit(f"{q}-{i}", 0.0) for i in range(n)] for q, n in enumerate([30, 7, 45])]
-    rerank_sliding([Query(str(q), "x") for q in range(3)], lists, identity, SlidingWindow())
+    lists = [Candidates(Query(str(q), "x"), tuple(Hit(f"{q}-{i}", 0.0) for i in range(n)))
+             for q, n in enumerate([30, 7, 45])]
+    rerank_sliding(lists, identity, SlidingWindow())
     assert sizes == [3, 2, 1, 1]
+
+
+class _Reverse:
+    """Reverses each list it is given, scoring position i of n as 10 * (n - i); records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def rerank_batch(self, lists):
+        self.calls.append([(c.query.qid, [h.docid for h in c.hits]) for c in lists])
+        return [order_hits(c.hits[::-1], [10.0 * (len(c.hits) - i) for i in range(len(c.hits))]) for c in lists]
+
+
+def test_rerank_head_reranks_the_top_depth_and_counts_the_tail_down_below_it():
+    reranker = _Reverse()
+    lists = [
+        Candidates(Query("a", "x"), tuple(Hit(f"a{i}", 100.0 - i) for i in range(5))),
+        Candidates(Query("empty", "x"), ()),
+        Candidates(Query("b", "x"), (Hit("b0", 1.0), Hit("b1", 0.5))),
+    ]
+    out = rerank_head(reranker, lists, depth=3)
+    assert reranker.calls == [[("a", ["a0", "a1", "a2"]), ("b", ["b0", "b1"])]]  # one call; empty list skipped
+    assert [(h.docid, h.score) for h in out[0]] == [("a2", 30.0), ("a1", 20.0), ("a0", 10.0), ("a3", 9.0), ("a4", 8.0)]
+    assert out[1] == []
+    assert [(h.docid, h.score) for h in out[2]] == [("b1", 20.0), ("b0", 10.0)]
+
+
+def test_rerank_head_calls_nothing_without_hits_and_rejects_depth_zero():
+    reranker = _Reverse()
+    assert rerank_head(reranker, [Candidates(Query("q", "x"), ())], depth=5) == [[]]
+    assert reranker.calls == []
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        rerank_head(reranker, [], depth=0)

@@ -2,34 +2,41 @@
 reference computations with the tiny Llama (plain forward passes, one sequence at a time)."""
 from __future__ import annotations
 
+import pickle
+from functools import partial
+
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from rankline.rerankers.batching import left_pad  # noqa: E402
-from rankline.rerankers.first import FirstReranker, identifier_token_ids, window_order  # noqa: E402
-from rankline.rerankers.listwise import ListwiseGenerationReranker, parse_ranking  # noqa: E402
-from rankline.rerankers.models import load_causal_lm  # noqa: E402
-from rankline.rerankers.prompts import Passage, query_likelihood_prompt  # noqa: E402
-from rankline.rerankers.query_likelihood import QueryLikelihoodReranker  # noqa: E402
-from rankline.rerankers.ranking import WindowRequest  # noqa: E402
-from rankline.rerankers.registry import build_reranker  # noqa: E402
-from rankline.formats import Hit, Query  # noqa: E402
+from rankline.formats import Candidates, Hit, Query
+from rankline.rerankers.batching import left_pad
+from rankline.rerankers.blockrank import BlockRankReranker
+from rankline.rerankers.first import FirstReranker, identifier_token_ids, window_order
+from rankline.rerankers.listwise import ListwiseGenerationReranker, parse_ranking
+from rankline.rerankers.models import load_causal_lm
+from rankline.rerankers.prompts import Passage, query_likelihood_prompt, ranking_output_tokens
+from rankline.rerankers.query_likelihood import QueryLikelihoodReranker
+from rankline.rerankers.registry import build_reranker, reranker_options
 
 WORDS = "paris museum art river bridge vienna palace tower europe history".split()
 
 
-def _hits(n: int, seed: int) -> list[Hit]:
+def _hits(n: int, seed: int) -> tuple[Hit, ...]:
     g = torch.Generator().manual_seed(seed)
-    return [
+    return tuple(
         Hit(f"d{seed}-{i}", float(n - i), " ".join(WORDS[j] for j in torch.randint(0, 10, (8 + i % 5,), generator=g)))
         for i in range(n)
-    ]
+    )
 
 
 @pytest.fixture(scope="module")
-def lm(fixtures_dir):
-    return load_causal_lm(str(fixtures_dir / "first-parity" / "tiny-llama"), device="cpu")
+def tiny_dir(fixtures_dir):
+    return str(fixtures_dir / "first-parity" / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_dir):
+    return load_causal_lm(tiny_dir, device="cpu")
 
 
 def _last_logprobs(lm, text: str):
@@ -67,26 +74,27 @@ def test_window_order_modes_on_a_hand_made_distribution():
 
 
 def test_first_default_mode_orders_each_window_by_identifier_logprobs(lm):
-    reranker = FirstReranker(lm, window=20, stride=10, depth=100, batch_size=3)
+    reranker = build_reranker("first", lm, batch_size=3)
     letter_of = identifier_token_ids(lm.tokenizer)
     for seed, n in [(1, 20), (2, 13)]:
-        request = WindowRequest(Query("q", "paris art"), tuple(_hits(n, seed)))
-        logprobs = _last_logprobs(lm, reranker.engine_input(request))
+        window = Candidates(Query("q", "paris art"), _hits(n, seed))
+        logprobs = _last_logprobs(lm, reranker.engine_input(window))
         best = {p: max(logprobs[t].item() for t, q in letter_of.items() if q == p) for p in range(n)}
         expected = sorted(range(n), key=lambda p: (-best[p], p))
-        assert reranker.rank_windows([request])[0] == expected
+        assert reranker.rank_windows([window])[0] == expected
 
 
 def test_first_batched_equals_one_query_at_a_time(lm):
-    queries = [Query("a", "paris art"), Query("b", "vienna bridge"), Query("c", "tower")]
-    lists = [_hits(45, 3), _hits(21, 4), _hits(5, 5)]
-    one = FirstReranker(lm, batch_size=1)
-    many = FirstReranker(lm, batch_size=8)
-    singles = [one.rerank(q, h) for q, h in zip(queries, lists)]
-    assert many.rerank_batch(queries, lists) == singles
-    for out in singles:
-        assert all(a.score > b.score for a, b in zip(out, out[1:]))
-    assert FirstReranker(lm).batch_size == 1  # the CPU default: padded batches cost more than they save here
+    lists = [Candidates(Query("a", "paris art"), _hits(45, 3)), Candidates(Query("b", "vienna bridge"), _hits(21, 4)),
+             Candidates(Query("c", "tower"), _hits(5, 5))]
+    one = build_reranker("first", lm, batch_size=1)
+    many = build_reranker("first", lm, batch_size=8)
+    singles = [one.rerank_batch([c])[0] for c in lists]
+    assert many.rerank_batch(lists) == singles
+    for candidates, out in zip(lists, singles):
+        assert sorted(h.docid for h in out) == sorted(h.docid for h in candidates.hits)  # the whole list, every window
+        assert [h.score for h in out] == [float(len(out) - i) for i in range(len(out))]
+    assert build_reranker("first", lm).batch_size == 1  # the CPU default: padded batches cost more than they save here
 
 
 @pytest.mark.parametrize(
@@ -102,49 +110,75 @@ def test_parse_ranking(text, n, expected):
     assert parse_ranking(text, n) == expected
 
 
-def test_listwise_generation_follows_greedy_decoding(lm):
-    reranker = ListwiseGenerationReranker(lm, batch_size=2)
-    requests = [WindowRequest(Query("q", "paris art"), tuple(_hits(n, s))) for s, n in [(6, 20), (7, 4)]]
-    perms = reranker.rank_windows(requests)
-    for request, perm in zip(requests, perms):
-        ids = torch.tensor([lm.tokenizer.encode(reranker.prompt(request))])
+def _greedy(lm, prompt: str, max_new: int) -> list[int]:
+    """Greedy decoding by hand: the prompt alone, every step a full forward pass and an argmax."""
+    eos = lm.model.generation_config.eos_token_id
+    stop = set(eos if isinstance(eos, list) else [eos])
+    ids, out = lm.tokenizer.encode(prompt), []
+    for _ in range(max_new):
         with torch.inference_mode():
-            out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                    max_new_tokens=80, pad_token_id=lm.tokenizer.pad_token_id)
-        text = lm.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        assert perm == parse_ranking(text, len(request.hits))
+            token = lm.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax().item()
+        if token in stop:
+            break
+        ids.append(token)
+        out.append(token)
+    return out
+
+
+def test_listwise_generation_generates_the_greedy_tokens(lm):
+    """Windows of 20 and 4 passages batched (left-padded, with the cache) generate the same token ids as a
+    hand-written greedy loop over each prompt alone, and the order is what those tokens say."""
+    reranker = build_reranker("listwise", lm, batch_size=2)
+    windows = [Candidates(Query("q", "paris art"), _hits(n, s)) for s, n in [(6, 20), (7, 4)]]
+    generated = reranker.generate(windows)
+    for window, ids in zip(windows, generated):
+        expected = _greedy(lm, reranker.prompt(window), ranking_output_tokens(lm.tokenizer, len(window.hits)))
+        assert len(expected) > 0 and ids == expected
+    texts = lm.tokenizer.batch_decode(generated, skip_special_tokens=True)
+    assert reranker.rank_windows(windows) == [parse_ranking(t, len(w.hits)) for t, w in zip(texts, windows)]
 
 
 def test_query_likelihood_equals_unbatched_mean_logprob(lm):
-    reranker = QueryLikelihoodReranker(lm, batch_size=5)
-    queries = [Query("a", "paris art history"), Query("b", "bridge")]
-    lists = [_hits(7, 8), _hits(4, 9)]
-    scores = reranker.score_batch(queries, lists)
-    for query, hits, got in zip(queries, lists, scores):
-        q_ids = lm.tokenizer.encode(query.text, add_special_tokens=False)
-        for hit, value in zip(hits, got):
+    reranker = build_reranker("query-likelihood", lm, batch_size=5)
+    lists = [Candidates(Query("a", "paris art history"), _hits(7, 8)), Candidates(Query("b", "bridge"), _hits(4, 9))]
+    scores = reranker.score_batch(lists)
+    for candidates, got in zip(lists, scores):
+        q_ids = lm.tokenizer.encode(candidates.query.text, add_special_tokens=False)
+        for hit, value in zip(candidates.hits, got):
             prompt = lm.tokenizer.encode(query_likelihood_prompt(lm.tokenizer, Passage(hit.text)))
             ids = torch.tensor([prompt + q_ids])
             with torch.inference_mode():
                 lp = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), dim=-1)
             expected = sum(lp[len(prompt) - 1 + j, t].item() for j, t in enumerate(q_ids)) / len(q_ids)
             assert value == pytest.approx(expected, abs=1e-4)
-    out = reranker.rerank(queries[0], lists[0])
-    assert [h.docid for h in out] == [lists[0][i].docid for i in sorted(range(7), key=lambda i: -scores[0][i])]
+    out = reranker.rerank_batch(lists[:1])[0]
+    best_first = sorted(range(7), key=lambda i: -scores[0][i])
+    assert [(h.docid, h.score) for h in out] == [(lists[0].hits[i].docid, scores[0][i]) for i in best_first]
 
 
-def test_query_likelihood_depth_keeps_the_tail_in_order(lm):
-    hits = _hits(6, 10)
-    out = QueryLikelihoodReranker(lm, depth=3).rerank(Query("q", "paris"), hits)
-    assert [h.docid for h in out[3:]] == [h.docid for h in hits[3:]]
-    assert [h.score for h in out] == [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
-
-
-def test_registry_builds_each_reranker_and_rejects_foreign_options(lm):
+def test_registry_builds_each_reranker_and_checks_options_before_loading(lm, tiny_dir):
     assert isinstance(build_reranker("first", lm, parity="rank_llm"), FirstReranker)
     assert isinstance(build_reranker("listwise", lm, window=10), ListwiseGenerationReranker)
-    assert isinstance(build_reranker("query-likelihood", lm, depth=10), QueryLikelihoodReranker)
-    with pytest.raises(ValueError, match="parity"):
-        build_reranker("query-likelihood", lm, parity="rank_llm")
-    with pytest.raises(ValueError, match="unknown reranker"):
-        build_reranker("nope", lm)
+    assert isinstance(build_reranker("query-likelihood", lm, batch_size=3), QueryLikelihoodReranker)
+    blockrank = build_reranker("blockrank", tiny_dir, device="cpu", layer=1, calibrate=True)  # loaded by name
+    assert isinstance(blockrank, BlockRankReranker) and blockrank.options.calibrate
+    assert reranker_options("query-likelihood") == {"batch_size": 16, "progress": False}
+    assert set(reranker_options("first")) == set(reranker_options("listwise")) | {"parity"}
+    # The name, the options and their values are checked before the (here nonexistent) model loads.
+    with pytest.raises(ValueError, match="does not take option.* parity"):
+        build_reranker("query-likelihood", "/no/such/model", parity="rank_llm")
+    with pytest.raises(ValueError, match="does not take option.* depth"):
+        build_reranker("first", "/no/such/model", depth=10)
+    with pytest.raises(ValueError, match="window must be <= 26"):
+        build_reranker("listwise", "/no/such/model", window=27)
+    with pytest.raises(ValueError, match="unknown reranker 'nope'"):
+        build_reranker("nope", "/no/such/model")
+    with pytest.raises(ValueError, match="already loaded"):
+        build_reranker("first", lm, device="cpu")
+
+
+def test_a_reranker_factory_pickles_by_reference_and_builds_where_it_runs(tiny_dir):
+    """What a Ray actor receives: the function and its arguments, no model."""
+    factory = pickle.loads(pickle.dumps(partial(build_reranker, "first", tiny_dir, device="cpu", window=4)))
+    reranker = factory()
+    assert isinstance(reranker, FirstReranker) and reranker.schedule.window == 4
