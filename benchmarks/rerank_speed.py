@@ -5,8 +5,8 @@
                                       [--rerankers first listwise query-likelihood] [--sizes 20 100 500]
                                       [--full-max 100] [--first-max 100] [--json FILE]
 
-Part 1 reranks the BM25 top-DEPTH of the first QUERIES queries with each of --rerankers (same model,
-same candidates) and prints, per reranker, wall-clock and process-CPU seconds per query and the ratios
+Part 1 reranks the BM25 top-DEPTH of the first QUERIES queries (each reranker receives DEPTH candidates)
+with each of --rerankers (same model, same candidates) and prints, per reranker, wall-clock and process-CPU seconds per query and the ratios
 to FIRST (issue 4's goal: listwise generation / FIRST >= 5), then the time inside the model's
 forward calls split into prefill and decode steps; listwise's whole time over its prefills alone is
 the ceiling of that ratio, since FIRST is one prefill of nearly the same prompt per window.
@@ -91,8 +91,8 @@ class ForwardClock:
             handle.remove()
 
 
-def repeat_to(hits: tuple, n: int) -> list:
-    return (list(hits) * math.ceil(n / len(hits)))[:n]
+def repeat_to(hits: tuple, n: int) -> tuple:
+    return (hits * math.ceil(n / len(hits)))[:n]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float]:
@@ -107,14 +107,14 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def compare_rerankers(args: argparse.Namespace, lm: Any, lists: list) -> dict:
-    from rankline.rerankers.registry import build_reranker, reranker_options
+    from rankline.rerankers import build_reranker, rerank_head, reranker_options
 
-    wanted = {"window": args.window, "stride": args.stride, "depth": args.depth, "batch_size": args.batch_size}
+    wanted = {"window": args.window, "stride": args.stride, "batch_size": args.batch_size}
     rows = {}
     for name in args.rerankers:
         reranker = build_reranker(name, lm, **{k: v for k, v in wanted.items() if k in reranker_options(name)})
         with ForwardClock(lm.model) as clock:
-            times = [timed(lambda: reranker.rerank(cand.query, cand.hits)) for cand in lists]
+            times = [timed(lambda: rerank_head(reranker, [cand], args.depth)) for cand in lists]
         rows[name] = {"wall": statistics.mean(t[0] for t in times), "cpu": statistics.mean(t[1] for t in times),
                       **{f"{phase} s": clock.seconds[phase] / len(lists) for phase in clock.seconds},
                       **{f"{phase} calls": clock.calls[phase] / len(lists) for phase in clock.calls}}
@@ -141,25 +141,25 @@ def compare_rerankers(args: argparse.Namespace, lm: Any, lists: list) -> dict:
 
 
 def blockrank_sweep(args: argparse.Namespace, lm: Any, lists: list) -> list[dict]:
-    from rankline.rerankers.blockrank import blockrank_reranker
-    from rankline.rerankers.first import FirstReranker
+    from rankline.formats import Candidates
+    from rankline.rerankers import build_reranker
 
-    blockrank = blockrank_reranker(lm)
-    layer = blockrank.config.layer
+    blockrank = build_reranker("blockrank", lm)
+    layer = blockrank.options.layer
+    first = build_reranker("first", lm, window=20, stride=10, batch_size=args.batch_size)
     rows = []
     for n in args.sizes:
         per: dict[str, list[tuple[float, float]]] = {"blockrank": [], "full": [], "first": []}
         tokens = []
-        first = FirstReranker(lm, window=20, stride=10, depth=n, batch_size=args.batch_size)
         for cand in lists:
-            hits = repeat_to(cand.hits, n)
-            prompt = blockrank.prompt(cand.query.text, hits)
+            passages = Candidates(cand.query, repeat_to(cand.hits, n))
+            prompt = blockrank.prompt(cand.query.text, passages.hits)
             tokens.append(sum(prompt.lengths))
-            per["blockrank"].append(timed(lambda: blockrank.rerank(cand.query, hits)))
+            per["blockrank"].append(timed(lambda: blockrank.rerank_batch([passages])))
             if n <= args.full_max:
                 per["full"].append(timed(lambda: full_attention_forward(lm.model, prompt.input_ids(), layer)))
             if n <= args.first_max:
-                per["first"].append(timed(lambda: first.rerank(cand.query, hits)))
+                per["first"].append(timed(lambda: first.rerank_batch([passages])))
             print(f"  n={n} {cand.query.qid}: " + ", ".join(f"{k} {v[-1][1]:.1f} CPU s" for k, v in per.items() if v),
                   file=sys.stderr)
         row: dict[str, Any] = {"passages": n, "tokens": statistics.mean(tokens)}
