@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rankline.evaluation import crc, intervals
-from rankline.evaluation.ci import llm_values, per_query_values
+from rankline.evaluation.ci import QueryValues
 from rankline.formats import atomic_write, read_qrels, read_run
 from rankline.evaluation.label_dist import empirical_label_dist
 
@@ -79,8 +79,10 @@ def load(args: argparse.Namespace):
 def per_query_arrays(measure, human, label_sets, runs, qids, grades):
     """Y (Q, R) human values; F (Q, R, S) LLM values; grid (Q, R, S, G) CRC bounds or None (non-DCG)."""
     sets = [[labels] for labels in label_sets.values()] + [list(label_sets.values())]
-    y = np.stack([per_query_values(human, run, measure, qids) for run in runs.values()], axis=1)
-    f = np.stack([np.stack([llm_values(s, run, measure, qids) for s in sets], axis=1) for run in runs.values()], axis=1)
+    human_values = QueryValues([human], [measure], qids)
+    llm_values = [QueryValues(s, [measure], qids) for s in sets]
+    y = np.stack([human_values(run)[:, 0] for run in runs.values()], axis=1)
+    f = np.stack([np.stack([values(run)[:, 0] for values in llm_values], axis=1) for run in runs.values()], axis=1)
     if not measure.startswith("DCG"):
         return y, f, None
     dists = [empirical_label_dist(s, grades=grades) for s in sets]

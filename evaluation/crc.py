@@ -64,6 +64,16 @@ def shifted_expected_grades(dist: np.ndarray, lambdas: np.ndarray = LAMBDAS) -> 
     return np.where(lambdas >= 0, up, down)
 
 
+def dcg_measure(measure: str | Measure) -> DCG:
+    """`measure` parsed, if it is one CRC can bound: DCG@k (any gain)."""
+    measure = parse_measure(measure)
+    if not isinstance(measure, DCG) or measure.cutoff is None:
+        raise ValueError(
+            f"CRC bounds DCG@k only (monotone in the labels with a known normaliser), got {measure}; use e.g. DCG@10"
+        )
+    return measure
+
+
 def dcg_grid(
     run: Mapping[str, Mapping[str, float]],
     dists: Mapping[str, Mapping[str, np.ndarray]],
@@ -76,11 +86,7 @@ def dcg_grid(
     (len(qids), G). The exp-log2 gain is applied to the expected grade, as in the paper. A ranked
     document without a distribution counts as grade 0 with certainty (trec_eval's unjudged), and a
     query the run does not answer scores 0."""
-    measure = parse_measure(measure)
-    if not isinstance(measure, DCG) or measure.cutoff is None:
-        raise ValueError(
-            f"CRC bounds DCG@k only (monotone in the labels with a known normaliser), got {measure}; use e.g. DCG@10"
-        )
+    measure = dcg_measure(measure)
     grades = next((len(p) for docs in dists.values() for p in docs.values()), None)
     if grades is None:
         raise ValueError("no label distributions given")

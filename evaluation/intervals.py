@@ -28,7 +28,7 @@ Conventions (Oosterhuis et al., KDD 2024; Angelopoulos et al. 2023, PPI and PPI+
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -51,6 +51,10 @@ class Interval:
     upper: np.ndarray | float
     n_labelled: int
     n_total: int
+
+    def column(self, index: int | tuple[int, ...]) -> "Interval":
+        """The scalar interval of one column of an interval over many."""
+        return replace(self, **{k: float(np.asarray(getattr(self, k))[index]) for k in ("estimate", "lower", "upper")})
 
     def as_dict(self) -> dict:
         """JSON-ready form (scalar intervals only)."""

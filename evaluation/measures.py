@@ -99,16 +99,6 @@ class _Graded(Measure):
 
 @register
 @dataclass(frozen=True)
-class DCG(_Graded):
-    name = "DCG"
-    description = "discounted cumulative gain: sum of gain / log2(rank + 1) over the top k (unnormalised)"
-
-    def values(self, run: Ranking, ideal: Ranking) -> np.ndarray:
-        return self._dcg(run.head(self.cutoff))
-
-
-@register
-@dataclass(frozen=True)
 class NDCG(_Graded):
     name = "nDCG"
     aliases = ("NDCG",)
@@ -116,6 +106,16 @@ class NDCG(_Graded):
 
     def values(self, run: Ranking, ideal: Ranking) -> np.ndarray:
         return _safe_divide(self._dcg(run.head(self.cutoff)), self._dcg(ideal.head(self.cutoff)))
+
+
+@register
+@dataclass(frozen=True)
+class DCG(_Graded):
+    name = "DCG"
+    description = "discounted cumulative gain: sum of gain / log2(rank + 1) over the top k (unnormalised)"
+
+    def values(self, run: Ranking, ideal: Ranking) -> np.ndarray:
+        return self._dcg(run.head(self.cutoff))
 
 
 # ------------------------------------------------------------------------------ binary: RR, R, P, AP
@@ -183,8 +183,8 @@ class Precision(_Binary):
 class AP(_Binary):
     name = "AP"
     aliases = ("MAP",)
-    description = ("average precision: precision at each relevant rank in the top k, summed, over the relevant "
-                   "documents in the qrels (AP@k is trec_eval's map_cut_k)")
+    description = ("mean over the qrels' relevant documents of the precision at their rank (0 for those not in the "
+                   "top k; AP@k is trec_eval's map_cut_k)")
 
     def values(self, run: Ranking, ideal: Ranking) -> np.ndarray:
         top = run.head(self.cutoff)

@@ -12,7 +12,7 @@ labels of the labelled queries are read into the intervals; ``--alpha`` is eval'
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 CI_CHOICES = ("ppi", "ppi-all", "ppi++", "crc", "bootstrap", "human")
 
@@ -36,8 +36,8 @@ def add_ci_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed of the random draw, bootstrap and cross-fitting")
 
 
-def add_ci_entries(report: dict[str, Any], args: argparse.Namespace) -> None:
-    """Add "ci" (and "ci_vs_baseline") to every run entry of `report` when --ci was given."""
+def check_ci_arguments(args: argparse.Namespace) -> None:
+    """Refuse an inconsistent set of --ci options before any file is read."""
     if args.ci is None:
         if args.llm_labels or args.label_dist or args.labelled_qids or args.labelled is not None:
             raise ValueError("--llm-labels, --label-dist, --labelled-qids and --labelled need --ci METHOD")
@@ -48,14 +48,18 @@ def add_ci_entries(report: dict[str, Any], args: argparse.Namespace) -> None:
         raise ValueError(f"--label-dist is read by --ci crc only, not by --ci {args.ci}")
     if args.labelled_qids is None and args.labelled is None:
         raise ValueError(f"--ci {args.ci} needs --labelled-qids FILE or --labelled N")
-    from rankline.evaluation.ci import confidence_interval, read_labelled_qids, split_queries
-    from rankline.formats import read_qrels, read_run
-    from rankline.evaluation.label_dist import read_label_dist
-    from rankline.pipelines.commands.evaluate import run_name
 
-    human = read_qrels(args.qrels)
+
+def ci_table_builder(args: argparse.Namespace, human: Mapping[str, Mapping[str, int]], measures: Sequence[str]):
+    """The rankline.evaluation.ci.TableBuilder that the runs are added to as they are scored (None
+    without --ci): reads the LLM label files, --label-dist and --labelled-qids, and splits the queries."""
+    if args.ci is None:
+        return None
+    from rankline.evaluation.ci import TableBuilder, read_labelled_qids, split_queries
+    from rankline.evaluation.label_dist import empirical_label_dist, read_label_dist
+    from rankline.formats import read_qrels
+
     llm = [read_qrels(path) for path in args.llm_labels]
-    dist = read_label_dist(args.label_dist) if args.label_dist else None
     universe = {qid for labels in llm for qid, docs in labels.items() if docs}
     split = split_queries(
         universe,
@@ -64,20 +68,22 @@ def add_ci_entries(report: dict[str, Any], args: argparse.Namespace) -> None:
         n_labelled=args.labelled,
         seed=args.seed,
     )
-    runs = {run_name(path): read_run(path) for path in args.runs}
-    baseline = report["baseline"]
+    dist = None
+    if args.ci == "crc":
+        dist = read_label_dist(args.label_dist) if args.label_dist else empirical_label_dist(llm)
+    return TableBuilder(split, measures, human, llm, label_dist=dist)
 
-    def entries(run, against=None) -> dict[str, dict]:
-        return {
-            measure: confidence_interval(
-                args.ci, human_qrels=human, llm_labels=llm, run=run, measure=measure, split=split,
-                alpha=args.alpha, label_dist=dist, baseline=against, seed=args.seed,
-            ).as_dict()
-            for measure in report["measures"]
-        }
 
-    for name, run in runs.items():
-        entry = report["runs"][name]
-        entry["ci"] = entries(run)
-        if name != baseline:
-            entry["ci_vs_baseline"] = entries(run, runs[baseline])
+def add_ci_entries(report: dict[str, Any], builder, args: argparse.Namespace) -> None:
+    """Add "ci" (and "ci_vs_baseline") to every run entry of `report`, whose runs were added to
+    `builder` in the report's order with the baseline first: every interval in one pass over the table."""
+    names, measures = list(report["runs"]), report["measures"]
+    interval = builder.table().paired(baseline=0).interval(args.ci, args.alpha, args.seed)
+
+    def entries(column: int) -> dict[str, dict]:
+        return {measure: interval.column((column, j)).as_dict() for j, measure in enumerate(measures)}
+
+    for i, name in enumerate(names):
+        report["runs"][name]["ci"] = entries(i)
+    for k, name in enumerate(names[1:]):
+        report["runs"][name]["ci_vs_baseline"] = entries(len(names) + k)

@@ -1,7 +1,11 @@
 """`rankline eval`: score TREC runs against qrels with trec_eval-exact measures.
 
     rankline eval QRELS RUN [RUN ...] -m nDCG@10 RR@10 R@100 AP [--per-query] [--complete]
-                  [--format table|json|csv] [--test t|randomization|none] [--alpha 0.05]
+                  [--format table|json|csv] [--test t|randomization|none] [--alpha 0.05] [--out FILE]
+    rankline eval --list-measures
+
+Every input file is read once: the qrels, then each run, which every label source scores before the
+next is read (with --ci, see _ci_options).
 
 The first run is the baseline: every other run is compared with it per measure by a paired test
 over their common queries, Holm-corrected across the runs. The JSON output is a stable schema that
@@ -26,13 +30,32 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from rankline.pipelines.commands._ci_options import add_ci_arguments, add_ci_entries
+from rankline.pipelines.commands._ci_options import (
+    add_ci_arguments,
+    add_ci_entries,
+    check_ci_arguments,
+    ci_table_builder,
+)
+from rankline.pipelines.commands._deprecated import add_deprecated_alias
 
 HELP = "score TREC runs against qrels (trec_eval-exact measures, paired significance tests)"
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100", "AP"]
 
 
+class _ListMeasures(argparse.Action):
+    """--list-measures: print the measure families and exit, like --help (no QRELS or RUN needed)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        sys.stdout.write(measure_listing())
+        parser.exit()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list-measures", action=_ListMeasures,
+                        help="print every measure family with its parameters and description, and exit")
     parser.add_argument("qrels", help="TREC qrels (qid iter docid rel) or BEIR qrels TSV")
     parser.add_argument("runs", nargs="+", metavar="RUN", help="TREC run files (.gz is fine); the first is the baseline")
     parser.add_argument("-m", "--measures", nargs="+", default=DEFAULT_MEASURES, metavar="MEASURE",
@@ -47,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the table's markers")
     parser.add_argument("--permutations", type=int, default=10_000,
                         help="random sign flips of the randomization test (exact when 2^queries is fewer)")
-    parser.add_argument("-o", "--output", type=Path, help="write here (atomically) instead of to stdout")
+    parser.add_argument("--out", type=Path, help="write here (atomically) instead of to stdout")
+    add_deprecated_alias(parser, "-o", "--output", new="--out")
     add_ci_arguments(parser)
 
 
@@ -68,7 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if duplicated:
         raise ValueError(f"two runs share the name {duplicated[0]!r}; rename one of the files")
 
-    per_query = score_runs(args.qrels, args.runs, measures, complete=args.complete)
+    check_ci_arguments(args)
+
+    from rankline.formats import read_qrels
+
+    qrels = read_qrels(args.qrels)
+    ci_table = ci_table_builder(args, qrels, measures)
+    per_query = score_runs(qrels, args.qrels, args.runs, measures, complete=args.complete, ci_table=ci_table)
     significance = compare_runs(per_query, names[0], args.test, args.permutations)
     report = {
         "measures": measures,
@@ -76,33 +106,38 @@ def run(args: argparse.Namespace) -> int:
         "test": args.test,
         "runs": {name: run_entry(per_query[name], significance.get(name)) for name in names},
     }
-    add_ci_entries(report, args)
+    if ci_table is not None:
+        add_ci_entries(report, ci_table, args)
     text = render(report, args.format, per_query=args.per_query, alpha=args.alpha)
-    if args.output:
+    if args.out:
         from rankline.formats import atomic_write
 
-        with atomic_write(args.output) as fh:
+        with atomic_write(args.out) as fh:
             fh.write(text)
     else:
         sys.stdout.write(text)
     return 0
 
 
-def score_runs(qrels_path: str, run_paths: Sequence[str], measures: Sequence[str], *,
-               complete: bool) -> dict[str, dict[str, dict[str, float]]]:
-    """``{run name: {measure: {qid: value}}}`` for every run file."""
+def score_runs(qrels: Mapping[str, Mapping[str, int]], qrels_path: str, run_paths: Sequence[str],
+               measures: Sequence[str], *, complete: bool, ci_table=None) -> dict[str, dict[str, dict[str, float]]]:
+    """``{run name: {measure: {qid: value}}}`` for every run file, each read once; given `ci_table` (a
+    rankline.evaluation.ci.TableBuilder), every run is also added to it before the next is read."""
     from tqdm import tqdm
 
-    from rankline.formats import read_qrels, read_run
     from rankline.evaluation.metrics import Evaluator
+    from rankline.formats import read_run
 
-    evaluator = Evaluator(read_qrels(qrels_path), measures, complete=complete)
+    evaluator = Evaluator(qrels, measures, complete=complete)
     scores = {}
     for path in tqdm(run_paths, desc="eval", unit="run", disable=None, leave=False):
-        results = evaluator.evaluate(read_run(path))
+        run = read_run(path)
+        results = evaluator.evaluate(run)
         if not results[measures[0]]:
             raise ValueError(f"{path}: no query in common with the qrels {qrels_path} (wrong qrels file?)")
         scores[run_name(path)] = results
+        if ci_table is not None:
+            ci_table.add(run)
     return scores
 
 
@@ -138,6 +173,24 @@ def run_entry(results: Mapping[str, Mapping[str, float]],
 
 
 # ------------------------------------------------------------------------------------------ output
+
+
+def measure_listing() -> str:
+    """Every registered measure family: how it is written, its description and its parameters."""
+    from rankline.evaluation.measures import FAMILIES, usage
+
+    blocks = []
+    for family in FAMILIES.values():
+        params = family.parameters()
+        written = family.name + (f"({','.join(usage(p) for p in params)})" if params else "")
+        written += "@k" if family.cutoff_required else "[@k]"
+        also = f"   (also {', '.join(family.aliases)})" if family.aliases else ""
+        lines = [written + also, f"    {family.description}"]
+        lines.append("    @k    rank cutoff " + ("(required)" if family.cutoff_required else "(default: every rank)"))
+        lines += [f"    {p.name:<5} {p.metadata['help']}; default {p.default!r}" for p in params]
+        blocks.append("\n".join(lines))
+    return "measure families (ir_measures names; parameters in parentheses are optional):\n\n" + "\n\n".join(blocks) + "\n"
+
 
 
 def render(report: Mapping[str, Any], fmt: str, *, per_query: bool, alpha: float) -> str:

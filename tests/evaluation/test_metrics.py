@@ -222,3 +222,44 @@ def test_fractional_grades_such_as_expected_llm_labels() -> None:
     assert res["nDCG@2"]["q"] == pytest.approx((0.5 + 1.5 / math.log2(3)) / (1.5 + 0.5 / math.log2(3)))
     assert res["RR"]["q"] == 0.5 and res["AP"]["q"] == 0.5  # only a (1.5) reaches rel=1
     assert res["Judged@3"]["q"] == pytest.approx(2 / 3)
+
+
+# ---------------------------------------------------------------------------------- measure families
+
+
+def test_every_family_round_trips_its_name_and_describes_itself() -> None:
+    from rankline.evaluation.measures import FAMILIES
+
+    assert list(FAMILIES) == ["nDCG", "DCG", "RR", "R", "P", "AP", "Judged"]
+    for name, family in FAMILIES.items():
+        assert family.description and "\n" not in family.description
+        plain = parse_measure(f"{name}@5")
+        assert type(plain) is family and str(plain) == f"{name}@5"
+        for param in family.parameters():
+            assert param.metadata["help"]
+
+
+def test_a_new_family_is_one_registered_class(monkeypatch) -> None:
+    """A family defined in one place is parsed, printed and evaluated like the built-in ones."""
+    from dataclasses import dataclass, field
+
+    from rankline.evaluation import measures
+
+    monkeypatch.setattr(measures, "FAMILIES", dict(measures.FAMILIES))
+    monkeypatch.setattr(measures, "_ALIASES", dict(measures._ALIASES))
+
+    @measures.register
+    @dataclass(frozen=True)
+    class NumRet(measures.Measure):
+        name = "NumRet"
+        description = "retrieved documents with at least `rel` (unjudged count when rel is absent)"
+        rel: int = field(default=-1, metadata={"help": "lowest grade counted"})
+
+        def values(self, run, ideal):
+            top = run.head(self.cutoff)
+            return top.per_query_sum(top.grades >= self.rel) if self.rel >= 0 else top.sizes.astype(float)
+
+    measure = parse_measure("NumRet(rel=1)@3")
+    assert measure == NumRet(3, rel=1) and str(measure) == "NumRet(rel=1)@3"
+    res = evaluate(QRELS, RUN, ["NumRet@3", "NumRet(rel=1)@3", "NumRet"])
+    assert res["NumRet@3"]["q1"] == 3 and res["NumRet(rel=1)@3"]["q1"] == 2 and res["NumRet"]["q1"] == 5

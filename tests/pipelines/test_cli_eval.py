@@ -64,12 +64,42 @@ def test_json_schema_and_values(capsys, data_dir: Path) -> None:
 def test_csv_per_query_and_output_file(capsys, dl19: Path, tmp_path: Path) -> None:
     target = tmp_path / "out/scores.csv"
     code, out, _ = _eval(capsys, dl19 / "qrels.dl19-passage.txt", dl19 / "runs/ICT-CKNRM_B", "-m", "P@10",
-                         "--per-query", "--format", "csv", "-o", target)
+                         "--per-query", "--format", "csv", "--out", target)
     assert code == 0 and out == ""
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
     assert len(rows) == 44 and rows[-1]["qid"] == "all" and {r["run"] for r in rows} == {"ICT-CKNRM_B"}
     per_query = [float(r["P@10"]) for r in rows[:-1]]
     assert float(rows[-1]["P@10"]) == pytest.approx(sum(per_query) / 43)
+
+
+@pytest.mark.parametrize("old", ["-o", "--output"])
+def test_old_output_flags_still_write_with_a_deprecation_line(capsys, dl19: Path, tmp_path: Path, old: str) -> None:
+    argv = [dl19 / "qrels.dl19-passage.txt", dl19 / "runs/ICT-CKNRM_B", "-m", "P@10", "--format", "csv"]
+    assert _eval(capsys, *argv, "--out", tmp_path / "new.csv")[0] == 0
+    code, out, err = _eval(capsys, *argv, old, tmp_path / "old.csv")
+    assert code == 0 and out == ""
+    assert err == f"rankline eval: warning: {old} is deprecated; use --out\n"
+    assert (tmp_path / "old.csv").read_text() == (tmp_path / "new.csv").read_text()
+    assert old not in subprocess.run([sys.executable, "-m", "rankline.pipelines.cli", "eval", "--help"],
+                                      capture_output=True, text=True).stdout.replace("--out", "")
+
+
+def test_list_measures_prints_every_family_without_qrels_or_runs() -> None:
+    from rankline.evaluation.measures import FAMILIES, parse_measure
+
+    result = subprocess.run([sys.executable, "-m", "rankline.pipelines.cli", "eval", "--list-measures"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    blocks = result.stdout.split("\n\n")[1:]
+    assert [b.split("(")[0].split("[")[0].split("@")[0] for b in blocks] == list(FAMILIES)
+    for block, family in zip(blocks, FAMILIES.values()):
+        written, description, cutoff, *params = block.strip().splitlines()
+        assert description.strip() == family.description
+        assert cutoff.split()[0] == "@k" and ("required" in cutoff) == family.cutoff_required
+        assert [p.split()[0] for p in params] == [p.name for p in family.parameters()]
+        example = written.split()[0].replace("[@k]", "").replace("@k", "@10")
+        example = example.replace("rel=N", "rel=2").replace("'log2'|'exp-log2'", "'exp-log2'")
+        assert parse_measure(example).name == family.name  # what the listing shows can be typed back
 
 
 def test_complete_scores_missing_queries_as_zero(capsys, tmp_path: Path) -> None:
