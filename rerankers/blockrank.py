@@ -103,17 +103,8 @@ class BlockPrompt:
     query_offset: int
 
     @property
-    def num_docs(self) -> int:
-        return len(self.blocks) - 2
-
-    @property
     def lengths(self) -> tuple[int, ...]:
         return tuple(len(b) for b in self.blocks)
-
-    @property
-    def truncated(self) -> tuple[int, ...]:
-        """Indices of the blocks that lost tokens to the cut."""
-        return tuple(i for i, (raw, b) in enumerate(zip(self.raw_lengths, self.blocks)) if raw > len(b))
 
     def input_ids(self) -> list[int]:
         """The packed token sequence [instruction | doc_1 .. doc_N | query]."""

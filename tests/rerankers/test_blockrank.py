@@ -56,7 +56,8 @@ def _check_blocks(tok, case: dict, blocks: dict) -> None:
     prompt = build_prompt(tok, case["query"], docs, _options(case))
     assert prompt.block_size == blocks["H"] and len(prompt.blocks) == blocks["M"]
     assert list(prompt.raw_lengths) == blocks["raw_block_lengths"]
-    assert list(prompt.truncated) == blocks["truncated_blocks"]
+    cut = [i for i, (raw, block) in enumerate(zip(prompt.raw_lengths, prompt.blocks)) if raw > len(block)]
+    assert cut == blocks["truncated_blocks"]
     assert [list(b) for b in prompt.blocks] == blocks["block_token_ids"]
     assert list(prompt.blocks[-1][-case["scoring_query_tokens"]:]) == blocks["scoring_token_ids"]
     positions, start = prompt.position_ids(), 0
@@ -239,7 +240,7 @@ def test_separator_text_inside_a_document_stays_in_its_block(tiny):
     tok = tiny.tokenizer
     docs = [f"before {SEPARATOR} after", "plain"]
     prompt = build_prompt(tok, "q", docs, BlockRankOptions())
-    assert prompt.num_docs == 2
+    assert len(prompt.blocks) == 4  # instruction, two documents, query
     assert tok.decode(prompt.blocks[1]) == f"\nID: 0 | CONTENT: before {SEPARATOR} after | END ID: 0"
 
 
