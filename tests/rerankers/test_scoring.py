@@ -3,6 +3,8 @@ reference computations with the tiny Llama (plain forward passes, one sequence a
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -182,3 +184,11 @@ def test_a_reranker_factory_pickles_by_reference_and_builds_where_it_runs(tiny_d
     factory = pickle.loads(pickle.dumps(partial(build_reranker, "first", tiny_dir, device="cpu", window=4)))
     reranker = factory()
     assert isinstance(reranker, FirstReranker) and reranker.schedule.window == 4
+
+
+def test_importing_the_package_and_reading_options_loads_no_torch():
+    """`rankline --help` and option validation stay instant: torch and transformers load with a model."""
+    code = ("import sys, rankline.rerankers as r; [r.reranker_options(n) for n in r.RERANKERS]; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
