@@ -1,64 +1,68 @@
-"""`rankline label`: LLM relevance labels for the top of a run.
+"""`rankline label`: LLM relevance labels for the top candidates of each query.
 
-    rankline label --topics T --run RUN --corpus C --depth 10 --out LABELS [--dist-out FILE] [--argmax]
-                   [--model smollm2-135m-instruct] [--batch-size 8] [--prompt FILE] [--cache FILE]
+    rankline label --candidates FILE [--topics T --corpus C] --top 10 --out LABELS [--dist-out FILE]
+                   [--argmax] [--model smollm2-135m-instruct] [--device cuda] [--dtype bfloat16]
+                   [--batch-size 8] [--prompt FILE] [--cache FILE]
 
-writes LABELS, qrels with the expected grade rounded to the nearest grade (the most probable grade
-with --argmax), and the distributions file (default LABELS.dist: ``qid docid p0 p1 p2 p3``) that
-`rankline eval --ci crc --label-dist` reads. Labels are cached per (model, prompt, qid, docid), so a
-rerun, or a run after an interruption, recomputes nothing already labelled.
+reads the candidates as `rankline rerank` does (a requests jsonl, a rank_llm JSON, or a TREC run with
+--topics and --corpus, ranked in trec_eval order) and writes LABELS, qrels with the expected grade
+rounded to the nearest grade (the most probable grade with --argmax), and the distributions file
+(default LABELS.dist: ``qid docid p0 p1 p2 p3``) that `rankline eval --ci crc --label-dist` reads.
+Labels are cached per (model, prompt, qid, docid), so a rerun, or a run after an interruption,
+recomputes nothing already labelled. `--run` and `--depth` are the old spellings of --candidates and
+--top (`depth` now means only how many candidates a reranker receives).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "label the top documents of a run with an LLM (0-3 grade distributions, cached)"
+from rankline.pipelines.commands._deprecated import add_deprecated_alias
+
+HELP = "label the top candidates of each query with an LLM (0-3 grade distributions, cached)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--topics", required=True, help="queries: qid<TAB>text TSV or BEIR queries.jsonl")
-    parser.add_argument("--run", required=True, help="TREC run whose top documents get labelled")
-    parser.add_argument("--corpus", required=True, help="passages: BEIR corpus.jsonl, pyserini jsonl(.gz) or TSV")
-    parser.add_argument("--depth", type=int, default=10, help="label the top DEPTH documents of each query (default 10)")
+    candidates = parser.add_mutually_exclusive_group(required=True)  # one of the spellings is required
+    candidates.add_argument("--candidates", type=Path,
+                            help="requests jsonl, rank_llm retrieve-results JSON(.gz), or a TREC run (with --topics, --corpus)")
+    add_deprecated_alias(candidates, "--run", new="--candidates")
+    parser.add_argument("--topics", type=Path, help="queries of a TREC run: qid<TAB>text or BEIR queries.jsonl")
+    parser.add_argument("--corpus", type=Path, help="passages of a TREC run: BEIR corpus.jsonl, pyserini jsonl(.gz) or TSV")
+    parser.add_argument("--top", type=int, default=10, metavar="N", help="label the top N candidates of each query (default 10)")
+    add_deprecated_alias(parser, "--depth", new="--top")
     parser.add_argument("--out", required=True, type=Path, help="qrels file to write")
     parser.add_argument("--dist-out", type=Path, help="distributions file to write (default: OUT.dist)")
     parser.add_argument("--argmax", action="store_true", help="qrels hold the most probable grade, not the expected one")
     parser.add_argument("--model", default="smollm2-135m-instruct",
                         help="causal LM: the embedded default, a local folder or a Hugging Face id")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="sequences per forward pass: (query, passage) prompts labelled together (default 8)")
     parser.add_argument("--prompt", type=Path, help="prompt template file with {query} and {passage} (default: UMBRELA)")
     parser.add_argument("--max-passage-tokens", type=int, default=512, help="truncate passages to this many tokens")
     parser.add_argument("--cache", type=Path, help="label cache (default: $RANKLINE_CACHE/labels.sqlite)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from rankline.formats import iter_corpus, ranked, read_run, read_topics, write_qrels
     from rankline.evaluation.label_dist import expected_grades, write_label_dist
     from rankline.evaluation.labeler import LabelCache, LabelPrompt, Pair, RelevanceLabeler, default_cache_path
+    from rankline.formats import read_candidates, write_qrels
 
-    if args.depth < 1:
-        raise ValueError(f"--depth must be >= 1, got {args.depth}")
+    for flag in ("top", "batch_size", "max_passage_tokens"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     prompt = LabelPrompt(max_passage_tokens=args.max_passage_tokens,
                          **({"template": args.prompt.read_text(encoding="utf-8")} if args.prompt else {}))
-    topics, run_ = read_topics(args.topics), read_run(args.run)
-    missing = sorted(set(run_) - set(topics))
-    if missing:
-        raise ValueError(f"{args.run}: queries without a text in {args.topics}: {', '.join(missing[:5])}")
-    wanted = {qid: [docid for docid, _ in ranked(docs)[: args.depth]] for qid, docs in run_.items()}
-    needed = {docid for docids in wanted.values() for docid in docids}
-    passages = {}
-    for record in iter_corpus(args.corpus):
-        if record.docid in needed:
-            passages[record.docid] = f"{record.title} {record.text}".strip() if record.title else record.text
-    absent = sorted(needed - set(passages))
-    if absent:
-        raise ValueError(f"{args.corpus}: {len(absent)} ranked documents are not in the corpus, e.g. {absent[0]}")
-    pairs = [Pair(qid, topics[qid], docid, passages[docid]) for qid in sorted(wanted) for docid in wanted[qid]]
+    lists = sorted(read_candidates(args.candidates, topics=args.topics, corpus=args.corpus), key=lambda c: c.query.qid)
+    pairs = [Pair(c.query.qid, c.query.text, hit.docid, f"{hit.title} {hit.text}".strip() if hit.title else hit.text)
+             for c in lists for hit in c.hits[: args.top]]
 
     from rankline.rerankers.models import load_causal_lm
 
-    lm = load_causal_lm(args.model)
+    lm = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
     labeler = RelevanceLabeler(lm.model, lm.tokenizer, model_name=args.model, prompt=prompt,
                                batch_size=args.batch_size, cache=LabelCache(args.cache or default_cache_path()))
     dists = labeler.label(pairs)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import ppi_py
 import pytest
 from scipy import stats
 
@@ -19,7 +20,6 @@ def _data(seed: int, n: int = 40, big_n: int = 200):
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("alpha", [0.05, 0.1])
 def test_ppi_matches_ppi_py(seed, alpha):
-    ppi_py = pytest.importorskip("ppi_py")
     y, f_lab, f_unl = _data(seed)
     ours = intervals.ppi_mean(y, f_lab, f_unl, alpha, lam=1.0)
     lo, hi = ppi_py.ppi_mean_ci(y, f_lab, f_unl, alpha=alpha, lam=1)
@@ -32,7 +32,6 @@ def test_ppi_matches_ppi_py(seed, alpha):
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("n", [10, 40])
 def test_ppi_plus_plus_matches_ppi_py(seed, n):
-    ppi_py = pytest.importorskip("ppi_py")
     y, f_lab, f_unl = _data(seed, n=n)
     ours = intervals.ppi_mean(y, f_lab, f_unl, 0.05, lam=None, crossfit=False)
     lo, hi = ppi_py.ppi_mean_ci(y, f_lab, f_unl, alpha=0.05, lam=None)

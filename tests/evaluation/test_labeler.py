@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from rankline.evaluation.labeler import LabelCache, LabelPrompt, Pair, RelevanceLabeler
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 PAIRS = [
     Pair("q1", "what is a cat", "d1", "A cat is a small domesticated carnivorous mammal."),

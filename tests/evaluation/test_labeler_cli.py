@@ -1,12 +1,12 @@
-"""`rankline label` end to end on the tiny Llama: qrels + distributions, cache reuse, clear errors."""
+"""`rankline label` end to end on the tiny Llama: qrels + distributions, cache reuse, the candidate
+formats of `rankline rerank`, the old flag spellings, --device/--dtype, clear errors."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-
-pytest.importorskip("transformers")
+import torch
 
 
 @pytest.fixture()
@@ -22,12 +22,15 @@ def inputs(tmp_path):
     return tmp_path
 
 
-def _label(path, fixtures_dir, *extra):
+def _label(path, fixtures_dir, *extra, candidates=("--candidates", "run.trec"), top=("--top", "2")):
     from rankline.pipelines.cli import main
 
+    flag, name = candidates
+    argv = [flag, str(path / name)]
+    if name.endswith(".trec"):
+        argv += ["--topics", str(path / "topics.tsv"), "--corpus", str(path / "corpus.jsonl")]
     return main([
-        "label", "--topics", str(path / "topics.tsv"), "--run", str(path / "run.trec"), "--corpus",
-        str(path / "corpus.jsonl"), "--depth", "2", "--out", str(path / "labels.qrels"),
+        "label", *argv, *top, "--out", str(path / "labels.qrels"),
         "--model", str(fixtures_dir / "first-parity" / "tiny-llama"), "--cache", str(path / "cache.sqlite"), *extra,
     ])
 
@@ -51,7 +54,76 @@ def test_label_writes_qrels_and_distributions(inputs, fixtures_dir, capsys):
     assert all(argmax[q][d] == int(np.argmax(p)) for q, docs in dists.items() for d, p in docs.items())
 
 
+def test_requests_jsonl_candidates_give_the_same_labels(inputs, fixtures_dir, capsys):
+    """Any candidates file `rankline rerank` reads: here the requests jsonl of the same run."""
+    from rankline.formats import read_candidates
+
+    lists = read_candidates(inputs / "run.trec", topics=inputs / "topics.tsv", corpus=inputs / "corpus.jsonl")
+    (inputs / "requests.jsonl").write_text("".join(json.dumps({
+        "qid": c.query.qid, "query": c.query.text,
+        "candidates": [{"docid": h.docid, "score": h.score, "title": h.title, "text": h.text} for h in c.hits],
+    }) + "\n" for c in lists))
+    assert _label(inputs, fixtures_dir) == 0
+    want = (inputs / "labels.qrels.dist").read_text()
+    (inputs / "labels.qrels.dist").unlink()
+    assert _label(inputs, fixtures_dir, "--cache", str(inputs / "fresh.sqlite"),
+                  candidates=("--candidates", "requests.jsonl")) == 0, capsys.readouterr().err
+    assert (inputs / "labels.qrels.dist").read_text() == want
+
+
+def test_old_spellings_run_and_depth_still_work_with_a_deprecation_line(inputs, fixtures_dir, capsys):
+    assert _label(inputs, fixtures_dir) == 0
+    want = (inputs / "labels.qrels.dist").read_text()
+    capsys.readouterr()
+    assert _label(inputs, fixtures_dir, candidates=("--run", "run.trec"), top=("--depth", "2")) == 0
+    err = capsys.readouterr().err
+    assert "rankline label: warning: --run is deprecated; use --candidates" in err
+    assert "rankline label: warning: --depth is deprecated; use --top" in err
+    assert (inputs / "labels.qrels.dist").read_text() == want
+
+
+def test_device_and_dtype_reach_the_model(inputs, fixtures_dir, monkeypatch, capsys):
+    from rankline.rerankers import models
+
+    loaded = []
+    real = models.load_causal_lm
+
+    def recording(name, **kwargs):
+        lm = real(name, **kwargs)
+        loaded.append((kwargs, lm.model.dtype, lm.model.device.type))
+        return lm
+
+    monkeypatch.setattr(models, "load_causal_lm", recording)
+    assert _label(inputs, fixtures_dir, "--device", "cpu", "--dtype", "bfloat16",
+                  "--cache", str(inputs / "bf16.sqlite")) == 0, capsys.readouterr().err
+    assert loaded == [({"device": "cpu", "dtype": "bfloat16"}, torch.bfloat16, "cpu")]
+    with pytest.raises(SystemExit):  # argparse refuses a dtype that is not a choice
+        _label(inputs, fixtures_dir, "--dtype", "int8")
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
+
+
+def test_help_names_the_units(capsys):
+    from rankline.pipelines.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["label", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "sequences per forward pass" in text and "--top N" in text and "--device" in text and "--dtype" in text
+    assert "--run" not in text and "--depth" not in text
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--top", "0"], "--top must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+])
+def test_bad_counts_are_one_line(inputs, fixtures_dir, capsys, extra, message):
+    assert _label(inputs, fixtures_dir, *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_label_names_missing_documents(inputs, fixtures_dir, capsys):
     (inputs / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "x"}) + "\n")
     assert _label(inputs, fixtures_dir) == 2
-    assert "not in the corpus" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "corpus.jsonl: 2 documents of" in err and "not found" in err and len(err.strip().splitlines()) == 1
