@@ -11,31 +11,31 @@ from rankline.retrieval.fusion import FUSIONS, fuse
 
 
 class HybridRetriever(ReopenedOnUnpickle):
-    """Runs every retriever to `depth` (at least k) and fuses their rankings.
+    """Runs every retriever to `fusion_depth` (at least k) and fuses their rankings.
 
     fusion="rrf" (k = `rrf_k`) or "interpolate" (min-max normalised scores weighted by `weights`,
     equal by default).
     """
 
     def __init__(self, retrievers: Sequence[Retriever], store: DocStore, *, fusion: str = "rrf", rrf_k: int = 60,
-                 weights: Sequence[float] | None = None, depth: int = 1000, with_text: bool = True):
+                 weights: Sequence[float] | None = None, fusion_depth: int = 1000, with_text: bool = True):
         if len(retrievers) < 2:
             raise ValueError("a hybrid retriever fuses two or more retrievers")
-        check_k(depth)
+        check_k(fusion_depth)
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}: expected one of {', '.join(FUSIONS)}")
         if weights is not None and len(weights) != len(retrievers):
             raise ValueError(f"{len(weights)} fusion weights for {len(retrievers)} retrievers")
         self.retrievers, self.store = list(retrievers), store
-        self.fusion, self.rrf_k, self.weights, self.depth, self.with_text = fusion, rrf_k, weights, depth, with_text
+        self.fusion, self.rrf_k, self.weights, self.fusion_depth, self.with_text = fusion, rrf_k, weights, fusion_depth, with_text
 
     def search(self, query: Query, k: int) -> list[Hit]:
         return self.search_batch([query], k)[0]
 
     def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
         check_k(k)
-        depth = max(k, self.depth)
-        per_retriever = [r.search_batch(queries, depth) for r in self.retrievers]
+        fusion_depth = max(k, self.fusion_depth)
+        per_retriever = [r.search_batch(queries, fusion_depth) for r in self.retrievers]
         out = []
         for i in range(len(queries)):
             rankings = [{h.docid: h.score for h in hits[i]} for hits in per_retriever]

@@ -12,7 +12,7 @@ from rankline.retrieval.manifest import Manifest
 METHODS = ("dense", "bm25", "hybrid")
 _DENSE_OPTIONS = {"encoder", "device", "nprobe", "ef_search", "batch_size"}
 _BM25_OPTIONS = {"k1", "b", "threads"}
-_HYBRID_OPTIONS = {"fusion", "rrf_k", "alpha", "depth"}
+_HYBRID_OPTIONS = {"fusion", "rrf_k", "alpha", "fusion_depth"}
 
 
 def open_index(index_dir: str | os.PathLike, *, verify: bool = True) -> Manifest:
@@ -34,7 +34,7 @@ def open_retriever(index_dir: str | os.PathLike, method: str = "dense", *, verif
     method "dense": options encoder, device, nprobe, ef_search, batch_size.
     method "bm25": options k1 (0.9), b (0.4), threads.
     method "hybrid": BM25 and dense fused; the options of both plus fusion ("rrf" or "interpolate"),
-    rrf_k (60), alpha (interpolation weight of BM25; dense gets 1 - alpha; 0.5) and depth (1000, the
+    rrf_k (60), alpha (interpolation weight of BM25; dense gets 1 - alpha; 0.5) and fusion_depth (1000, the
     number of hits taken from each part).
     """
     from rankline.retrieval.bm25 import BM25Retriever
@@ -63,7 +63,7 @@ def open_retriever(index_dir: str | os.PathLike, method: str = "dense", *, verif
         parts = [BM25Retriever(folder, manifest, store, with_text=False, **bm25_opts),
                  DenseRetriever(folder, manifest, store, with_text=False, **dense_opts)]
         retriever = HybridRetriever(parts, store, fusion=options.get("fusion", "rrf"), rrf_k=int(options.get("rrf_k", 60)),
-                                    weights=[alpha, 1 - alpha], depth=int(options.get("depth", 1000)), with_text=with_text)
+                                    weights=[alpha, 1 - alpha], fusion_depth=int(options.get("fusion_depth", 1000)), with_text=with_text)
     retriever.opened_with = {"index_dir": str(folder.resolve()), "method": method, "verify": verify,
                              "with_text": with_text, **options}
     return retriever

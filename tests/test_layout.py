@@ -36,7 +36,7 @@ def rankline_imports(source: str) -> list[tuple[int, str]]:
 def layering_violations(package: str, files: list[Path]) -> list[str]:
     allowed = MAY_IMPORT[package] | {package}
     return [
-        f"{path.relative_to(ROOT)}:{line}: {package} imports rankline.{target}"
+        f"{path}:{line}: {package} imports rankline.{target}"
         for path in files
         for line, target in rankline_imports(path.read_text())
         if target not in allowed

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rankline.pipelines.commands._deprecated import add_deprecated_alias
+
 HELP = "retrieve the top-k documents of every query of a topics file into a TREC run"
 
 
@@ -26,10 +28,12 @@ def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf (default) or interpolate")
     parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
     parser.add_argument("--alpha", type=float, default=0.5, help="interpolation weight of BM25; dense gets 1 - alpha (default 0.5)")
-    parser.add_argument("--depth", type=int, default=1000, help="hits taken from each part before hybrid fusion (default 1000)")
+    parser.add_argument("--fusion-depth", type=int, default=1000,
+                        help="hybrid: hits taken from each part before fusion (default 1000)")
     parser.add_argument("--nprobe", type=int, default=32, help="IVF lists probed (ivfpq indexes)")
     parser.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth (hnsw indexes)")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the checksum check of the index files")
+    add_deprecated_alias(parser, "--depth", new="--fusion-depth")
 
 
 def retriever_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,7 +42,7 @@ def retriever_options(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
     dense = {"encoder": args.encoder, "device": args.device, "nprobe": args.nprobe, "ef_search": args.ef_search}
     bm25 = {"k1": args.k1, "b": args.b}
-    hybrid = {"fusion": args.fusion, "rrf_k": args.rrf_k, "alpha": args.alpha, "depth": args.depth}
+    hybrid = {"fusion": args.fusion, "rrf_k": args.rrf_k, "alpha": args.alpha, "fusion_depth": args.fusion_depth}
     chosen = {"dense": dense, "bm25": bm25, "hybrid": {**dense, **bm25, **hybrid}}.get(args.method, {})
     return {"method": args.method, "verify": args.verify, **chosen}
 
@@ -67,12 +71,12 @@ def run(args: argparse.Namespace) -> int:
         options["threads"] = args.threads
     queries = load_queries(args.topics, args.split)
     retriever = open_retriever(args.index, with_text=False, **options)
-    depth = args.k + 1 if args.remove_query else args.k
+    wanted = args.k + 1 if args.remove_query else args.k
     run_: dict[str, dict[str, float]] = {}
     with tqdm(total=len(queries), desc=f"retrieve {args.method}", unit="query") as bar:
         for lo in range(0, len(queries), args.batch_size):
             batch = queries[lo : lo + args.batch_size]
-            for query, hits in zip(batch, retriever.search_batch(batch, depth)):
+            for query, hits in zip(batch, retriever.search_batch(batch, wanted)):
                 kept = [h for h in hits if not (args.remove_query and h.docid == query.qid)][: args.k]
                 run_[query.qid] = {h.docid: h.score for h in kept}
             bar.update(len(batch))

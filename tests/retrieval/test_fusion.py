@@ -12,7 +12,7 @@ def test_rrf_hand_computed():
     b = {"y": 9.0, "w": 5.0}
     fused = rrf([a, b], k=60)
     assert fused == pytest.approx({"x": 1 / 61, "y": 1 / 62 + 1 / 61, "z": 1 / 63, "w": 1 / 62})
-    assert rrf([a, b], k=60, depth=1) == pytest.approx({"x": 1 / 61, "y": 1 / 61})
+    assert rrf([a, b], k=60, fusion_depth=1) == pytest.approx({"x": 1 / 61, "y": 1 / 61})
 
 
 def test_rrf_ranks_ties_as_trec_eval():
@@ -61,7 +61,7 @@ def test_rrf_matches_pyserini(tmp_path):
         paths.append(str(tmp_path / f"r{i}.trec"))
     theirs = reciprocal_rank_fusion([TrecRun(p) for p in paths], rrf_k=60, depth=20, k=1000)
     theirs.save_to_txt(str(tmp_path / "theirs.trec"))
-    ours = fuse_runs([read_run(p) for p in paths], "rrf", rrf_k=60, depth=20)
+    ours = fuse_runs([read_run(p) for p in paths], "rrf", rrf_k=60, fusion_depth=20)
     expected = read_run(tmp_path / "theirs.trec")
     assert ours.keys() == expected.keys()
     for q in ours:
