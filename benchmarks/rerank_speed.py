@@ -6,10 +6,11 @@
                                       [--full-max 100] [--first-max 100] [--json FILE]
 
 Part 1 reranks the BM25 top-DEPTH of the first QUERIES queries (each reranker receives DEPTH candidates)
-with each of --rerankers (same model, same candidates) and prints, per reranker, wall-clock and process-CPU seconds per query and the ratios
-to FIRST (issue 4's goal: listwise generation / FIRST >= 5), then the time inside the model's
-forward calls split into prefill and decode steps; listwise's whole time over its prefills alone is
-the ceiling of that ratio, since FIRST is one prefill of nearly the same prompt per window.
+with each of --rerankers (same model, same candidates) and prints, per reranker, wall-clock and
+process-CPU seconds per query and the ratios to FIRST (issue 4's goal: listwise generation / FIRST >= 5),
+then the time inside the model's forward calls split into prefill and decode steps; listwise's whole
+time over its prefills alone is the ceiling of that ratio, since FIRST is one prefill of nearly the same
+prompt per window.
 
 Part 2 (skipped with --sizes none) times BlockRank at each of --sizes passages (candidate lists
 repeated to reach sizes above 100) against its two peers on the same lists:

@@ -41,8 +41,8 @@ FINAL_SECTION = (
 ANSWER_PREFIX = "Final Answer: "
 ANSWER_OPEN = "["
 SEPARATOR = "<<end_of_block_prompt_segment>>"
-# The official default scoring layer, chosen for 32-layer Mistral-7B; scaled to other depths.
-REFERENCE_LAYER, REFERENCE_DEPTH = 20, 32
+# The official default scoring layer, chosen for 32-layer Mistral-7B; scaled to other numbers of layers.
+REFERENCE_LAYER, REFERENCE_LAYERS = 20, 32
 # The content-free query of the ICLR 2025 calibration.
 CALIBRATION_QUERY = "N/A"
 
@@ -52,7 +52,8 @@ class BlockRankOptions:
     """Every knob of the method; the defaults are the official code's (configs/eval_mistral.yaml,
     dataset.py, losses.py).
 
-    layer: decoder layer (0-based) whose attention gives the scores; None = 20/32 of the model's depth.
+    layer: decoder layer (0-based) whose attention gives the scores; None = the official 20 of 32 scaled to
+        the model's number of layers.
     max_block_tokens: block size cap; every block keeps its first H tokens, H the longest block rounded
         up to `pad_to_multiple_of` and capped by this (also rounded up).
     query_offset: first position id of the query block.
@@ -83,7 +84,7 @@ class BlockRankOptions:
 
 def default_layer(num_layers: int) -> int:
     """The official scoring layer (20 of 32) scaled to a model with `num_layers` decoder layers."""
-    return min(num_layers - 1, round(REFERENCE_LAYER * num_layers / REFERENCE_DEPTH))
+    return min(num_layers - 1, round(REFERENCE_LAYER * num_layers / REFERENCE_LAYERS))
 
 
 def format_document(title: str | None, text: str) -> str:

@@ -105,8 +105,8 @@ class ListwiseGenerationReranker(ListwiseReranker):
         for chunk, batch in self.batches(windows):
             with torch.inference_mode():
                 out: Any = self.lm.model.generate(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=max(limits[i] for i in chunk), do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    max_new_tokens=max(limits[i] for i in chunk), do_sample=False, pad_token_id=tokenizer.pad_token_id,
                 )
             for row, i in enumerate(chunk):
                 ids = out[row, batch.input_ids.shape[1]:].tolist()[: limits[i]]

@@ -53,7 +53,8 @@ class QueryLikelihoodReranker:
                 sequences.append(prompt + query_ids[qi])
         scores = [[0.0] * len(c.hits) for c in lists]
         chunks = length_sorted_chunks([len(s) for s in sequences], self.options.batch_size)
-        for chunk in tqdm(chunks, desc="query likelihood", unit="batch", disable=not self.options.progress, leave=False):
+        bar = tqdm(chunks, desc="query likelihood", unit="batch", disable=not self.options.progress, leave=False)
+        for chunk in bar:
             batch = left_pad([sequences[i] for i in chunk], tokenizer.pad_token_id, self.lm.device)
             keep = max(len(query_ids[pairs[i][0]]) for i in chunk) + 1
             with torch.inference_mode():

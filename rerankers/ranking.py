@@ -100,7 +100,8 @@ def rerank_sliding(
         windows = [Candidates(lists[q].query, tuple(ranked[q][slice(*plans[q][t])])) for q in active]
         for q, window, perm in zip(active, windows, rank_windows(windows)):
             if sorted(perm) != list(range(len(window.hits))):
-                raise AssertionError(f"window ranker returned {perm}, not a permutation of {len(window.hits)} positions")
+                raise AssertionError(f"window ranker returned {perm}, not a permutation of {len(window.hits)} "
+                                     "positions")
             ranked[q][slice(*plans[q][t])] = [window.hits[j] for j in perm]
         bar.update(len(active))
     bar.close()
