@@ -158,7 +158,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per (mode, clients) level")
     parser.add_argument("--inproc-duration", type=float, default=15.0, help="seconds per in-process measurement")
     parser.add_argument("--k", type=int, default=10, help="hits per request")
-    parser.add_argument("--depth", type=int, default=5, help="candidates reranked per request (tiny top-k)")
+    parser.add_argument("--depth", type=int, default=5, help="candidates of a request the reranker receives (tiny top-k)")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="reranker LLM (default: embedded SmolLM2)")
     parser.add_argument("--dtype", default="bfloat16",
                         help="reranker dtype (default bfloat16: half fp32's time on a CPU with AVX-512 BF16 or AMX)")
@@ -178,9 +178,11 @@ def main() -> int:
 
     from rankline.formats import read_qrels, read_topics
     from rankline.pipelines.actors import ensure_ray
-    from rankline.pipelines.config import PipelineConfig, ServeSettings, llm_reranker
-    from rankline.pipelines.pipeline import Factory, Pipeline
+    from rankline.pipelines.config import PipelineConfig, ServeSettings
+    from rankline.pipelines.executor import Factory
+    from rankline.pipelines.pipeline import Pipeline
     from rankline.pipelines.serve_app import build_app
+    from rankline.rerankers import build_reranker
     from rankline.retrieval import open_retriever
 
     topics = read_topics(args.data / "queries.jsonl")
@@ -201,7 +203,7 @@ def main() -> int:
 
     reranker = None
     if not args.no_rerank:
-        reranker = Factory(llm_reranker, ("first", args.model), {"device": "cpu", "dtype": args.dtype, "window": args.depth})
+        reranker = Factory(build_reranker, ("first",), {"model": args.model, "device": "cpu", "dtype": args.dtype})
     config = PipelineConfig(retriever, args.k, reranker, args.depth,
                             ServeSettings(max_k=100, max_query_chars=2000, max_batch_size=batch,
                                           retriever_resources={"CPU": args.threads},

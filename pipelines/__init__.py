@@ -1,1 +1,2 @@
-"""rankline.pipelines: the pipeline builder, Ray actors, the Ray Serve app, batch jobs and the CLI."""
+"""rankline.pipelines: the one retrieve → rerank executor (in-process, Ray actors, Serve, rerank jobs),
+the pipeline builder, pipeline files, the Ray Serve app and the `rankline` CLI."""

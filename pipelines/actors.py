@@ -1,36 +1,18 @@
-"""Pipeline stages as Ray actors: one retriever actor and an ActorPool of reranker actors.
+"""The executor on Ray: one retriever actor and an ActorPool of reranker actors, each a copy of the
+same `Executor`.
 
-Each actor builds its stage from the stage's object or Factory, so a restarted actor (Ray restarts
-a dead one up to `max_restarts` times and retries its in-flight calls) rebuilds the same stage and
-answers the same way.
+Each actor builds the stage it runs from the stage's object or Factory, so a restarted actor (Ray
+restarts a dead one up to `max_restarts` times and retries its in-flight calls) rebuilds the same
+stage and answers the same way.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
 
-from rankline.pipelines.pipeline import RayOptions, RerankStage, RetrieveStage, materialize, rerank_head
-from rankline.formats import Hit, Query
-
-
-class StageActor:
-    """Holds one built stage; the methods are what the pipeline and the batch job call remotely."""
-
-    def __init__(self, source: Any):
-        self.stage = materialize(source)
-
-    def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
-        return self.stage.search_batch(list(queries), k)
-
-    def rerank_head(self, queries: Sequence[Query], hits_lists: Sequence[Sequence[Hit]], depth: int) -> list[list[Hit]]:
-        return rerank_head(self.stage, queries, hits_lists, depth)
-
-    def rerank_queries(
-        self, queries: Sequence[Query], hits_lists: Sequence[Sequence[Hit]]
-    ) -> list[tuple[str, list[Hit]]]:
-        """(qid, reranked hits) for each query: the whole candidate list goes to the reranker."""
-        return [(q.qid, hits) for q, hits in zip(queries, self.stage.rerank_batch(list(queries), list(hits_lists)))]
-
+from rankline.formats import Candidates, Hit, Query
+from rankline.pipelines.executor import Executor, top
 
 # Environment of a Ray instance we start (its processes inherit it): no usage stats; and Serve's
 # HTTP proxy gets 60 s instead of 5 s to report ready, since on a busy 2-core machine it can take
@@ -82,53 +64,85 @@ def ray_resources(resources: Mapping[str, float]) -> dict[str, Any]:
     return opts
 
 
-def actor_options(resources: Mapping[str, float], max_restarts: int) -> dict:
-    """Options of a stage actor: its resources, and restarts after a crash that re-run the calls
-    it held (max_task_retries)."""
-    return {**ray_resources(resources), "max_restarts": max_restarts, "max_task_retries": max_restarts}
+@dataclass(frozen=True)
+class RayOptions:
+    """How the executor is placed on Ray: `num_replicas` reranker actors, each asking for `resources`
+    ({"CPU": 1, "GPU": 0.5, "<custom>": n}); `rank` sends them `queries_per_task` queries per call;
+    a crashed actor is restarted up to `max_restarts` times and its calls re-run."""
+
+    num_replicas: int = 1
+    resources: Mapping[str, float] = field(default_factory=dict)
+    queries_per_task: int = 8
+    max_restarts: int = 3
 
 
-class RayRunner:
-    """Runs a pipeline's stages as actors; query chunks flow retriever -> reranker pool without
-    passing through the driver (the reranker receives the retriever's ObjectRef)."""
+class RayExecutor:
+    """`executor`'s stages as actors, started on first use: a retriever actor (when there is a
+    retrieve stage) and a pool of reranker actors. Query chunks flow retriever -> reranker pool without
+    passing through the driver (a reranker receives the retriever's ObjectRef)."""
 
-    def __init__(self, retrieve: RetrieveStage, rerank: RerankStage | None, opts: RayOptions):
+    def __init__(self, executor: Executor, opts: RayOptions):
+        self.executor, self.opts = executor, opts
+        self.retriever: Any = None
+        self.rerankers: list = []
+
+    def _start(self, rerankers: int) -> None:
+        if self.retriever is not None or self.rerankers:
+            return
+        import ray
+
+        ensure_ray()
+        retriever = [{"CPU": 1}] if self.executor.retrieve_stage is not None else []
+        rerankers = rerankers if self.executor.rerank_stage is not None else 0
+        check_fits(retriever + [dict(self.opts.resources)] * rerankers)
+        remote = ray.remote(Executor)
+        if retriever:
+            self.retriever = remote.options(**self._actor_options(retriever[0])).remote(*self._stages())
+        options = self._actor_options(self.opts.resources)
+        self.rerankers = [remote.options(**options).remote(*self._stages()) for _ in range(rerankers)]
+
+    def _stages(self) -> tuple:
+        return self.executor.retrieve_stage, self.executor.rerank_stage
+
+    def _actor_options(self, resources: Mapping[str, float]) -> dict[str, Any]:
+        """An actor's resources, and restarts after a crash that re-run the calls it held."""
+        restarts = self.opts.max_restarts
+        return {**ray_resources(resources), "max_restarts": restarts, "max_task_retries": restarts}
+
+    def rank(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
+        """Executor.rank, `queries_per_task` queries per actor call, in query order."""
         import ray
         from ray.util import ActorPool
 
-        ensure_ray()
-        demands = [{"CPU": 1}] + ([dict(opts.resources)] * opts.num_replicas if rerank is not None else [])
-        check_fits(demands)
-        remote = ray.remote(StageActor)
-        self.opts = opts
-        self.retriever = remote.options(**actor_options(demands[0], opts.max_restarts)).remote(retrieve.source)
-        self.rerankers = []
-        self.pool = None
-        self.depth = rerank.depth if rerank else 0
-        if rerank is not None:
-            options = actor_options(opts.resources, opts.max_restarts)
-            self.rerankers = [remote.options(**options).remote(rerank.source) for _ in range(opts.num_replicas)]
-            self.pool = ActorPool(self.rerankers)
-
-    def rank_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
-        import ray
-
-        queries = list(queries)
-        size = self.opts.chunk_size
-        chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
-        hit_refs = [self.retriever.search_batch.remote(chunk, k) for chunk in chunks]
-        if self.pool is None:
-            parts = ray.get(hit_refs)
+        self._start(self.opts.num_replicas)
+        size = self.opts.queries_per_task
+        refs = [self.retriever.retrieve.remote(queries[i : i + size], k) for i in range(0, len(queries), size)]
+        if self.rerankers:
+            parts = ActorPool(self.rerankers).map(lambda actor, ref: actor.rerank.remote(ref), refs)
         else:
-            depth = self.depth
-            parts = list(
-                self.pool.map(lambda actor, job: actor.rerank_head.remote(job[0], job[1], depth), zip(chunks, hit_refs))
-            )
-        return [hits for part in parts for hits in part]
+            parts = ray.get(refs)
+        return top([c for part in parts for c in part], k)
+
+    def rerank_tasks(self, lists: Sequence[Candidates], queries_per_task: int) -> Iterator[list[Candidates]]:
+        """Executor.rerank_tasks over the pool (at most one actor per task), tasks as they finish."""
+        from ray.util import ActorPool
+
+        tasks = [lists[i : i + queries_per_task] for i in range(0, len(lists), queries_per_task)]
+        if not tasks:
+            return
+        self._start(min(self.opts.num_replicas, len(tasks)))
+        pool = ActorPool(self.rerankers)
+        for task in tasks:
+            pool.submit(lambda actor, task: actor.rerank.remote(task), task)
+        while pool.has_next():
+            yield pool.get_next_unordered()
 
     def close(self) -> None:
-        import ray
+        """Kill the actors (started again on the next use)."""
+        actors = [a for a in [self.retriever, *self.rerankers] if a is not None]
+        if actors:
+            import ray
 
-        for actor in [self.retriever, *self.rerankers]:
-            ray.kill(actor, no_restart=True)
-        self.rerankers, self.pool = [], None
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+        self.retriever, self.rerankers = None, []

@@ -7,10 +7,10 @@
       k: 100                        # candidates retrieved per query
       options: {nprobe: 16}         # more open_retriever options (optional)
     reranker:                       # optional
-      name: first                   # first | listwise | query-likelihood
+      name: first                   # first | listwise | query-likelihood | blockrank
       model: smollm2-135m-instruct  # or a HF id, or a model folder
-      depth: 20                     # rerank the top `depth` candidates
-      options: {window: 20, stride: 10, device: cpu}
+      depth: 20                     # candidates of a query the reranker receives (default 100)
+      options: {window: 20, stride: 10, device: cpu}  # the reranker's options, device, dtype
     serve:                          # optional; used by `rankline serve`
       reranker_replicas: 1
       reranker_resources: {CPU: 1}  # per replica: CPU, GPU, custom Ray resources
@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rankline.formats import open_text
-from rankline.pipelines.pipeline import Factory, Pipeline
+from rankline.pipelines.executor import Factory
+from rankline.pipelines.pipeline import Pipeline
+from rankline.rerankers import DEFAULT_DEPTH
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class PipelineConfig:
     retriever: Factory
     k: int
     reranker: Factory | None = None
-    depth: int = 20
+    depth: int = DEFAULT_DEPTH
     serve: ServeSettings = field(default_factory=ServeSettings)
     source: str = ""  # the file it was read from
 
@@ -79,7 +81,7 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
         raise ValueError(f"{where}: missing 'retriever' section")
     base = path.resolve().parent
     retriever, k = _retriever(where, _section(where, data, "retriever"), base)
-    reranker, depth = (None, 20)
+    reranker, depth = (None, DEFAULT_DEPTH)
     if data.get("reranker") is not None:
         reranker, depth = _reranker(where, _section(where, data, "reranker"), base)
     serve_data = _section(where, data, "serve") if data.get("serve") is not None else {}
@@ -184,30 +186,21 @@ def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
 
 def _reranker(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
     _only(where, "reranker.", data, {"name", "model", "depth", "options", "factory", "args", "kwargs"})
-    depth = _positive_int(where, "reranker.depth", data.get("depth", 20))
+    depth = _positive_int(where, "reranker.depth", data.get("depth", DEFAULT_DEPTH))
     if "factory" in data:
         return _factory(where, "reranker.", data), depth
     if "name" not in data:
         raise ValueError(f"{where}: reranker needs 'name' (e.g. first) or 'factory'")
     options = _options(where, "reranker.", data)
+    from rankline.rerankers import build_reranker, reranker_options
     from rankline.rerankers.models import DEFAULT_MODEL
-    from rankline.rerankers.registry import reranker_factory
 
     try:
-        reranker_factory(str(data["name"]))
+        takes = {*reranker_options(str(data["name"])), "device", "dtype"}
     except ValueError as exc:
         raise ValueError(f"{where}: reranker.name: {exc}") from None
+    _only(where, "reranker.options.", options, takes)
     model = str(data.get("model", DEFAULT_MODEL))
     if (base / model).exists():  # a local model folder, relative to the pipeline file
         model = str(base / model)
-    return Factory(llm_reranker, (str(data["name"]), model), options), depth
-
-
-def llm_reranker(name: str, model: str, *, device: str | None = None, dtype: str | None = None, **options: Any):
-    """Load `model` and build the registered reranker `name` over it (what a stage Factory calls
-    where the stage runs). `options` are the reranker's own (window, stride, depth, batch_size, ...)."""
-    from rankline.rerankers.models import load_causal_lm
-    from rankline.rerankers.registry import build_reranker, reranker_factory
-
-    reranker_factory(name)  # an unknown name fails before the model loads
-    return build_reranker(name, load_causal_lm(model, device=device, dtype=dtype), **options)
+    return Factory(build_reranker, (str(data["name"]),), {"model": model, **options}), depth

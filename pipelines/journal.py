@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from rankline.formats import FormatError, Hit, Query, write_run
+from rankline.formats import Candidates, FormatError, write_run
 
 JOURNAL_VERSION = 1
 
@@ -26,12 +26,12 @@ def journal_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
 
 
-def fingerprint(requests: Sequence[tuple[Query, Sequence[Hit]]], settings: Mapping[str, object]) -> str:
+def fingerprint(lists: Sequence[Candidates], settings: Mapping[str, object]) -> str:
     """A digest of the inputs and of the settings that change the output: a journal written for
     other inputs is never resumed."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for query, hits in requests:
-        digest.update(json.dumps([query.qid, query.text, [[h.docid, h.text, h.title] for h in hits]]).encode())
+    for c in lists:
+        digest.update(json.dumps([c.query.qid, c.query.text, [[h.docid, h.text, h.title] for h in c.hits]]).encode())
     return digest.hexdigest()
 
 
@@ -60,18 +60,17 @@ def read_journal(path: Path, expected: str) -> tuple[dict[str, list[tuple[str, f
 
 
 class ResumableRun:
-    """The run of `requests` (query, candidates) to be written to `out`; `identity` names the settings
-    that determine the output (reranker, model, options, ...). `done` holds the queries finished so far,
-    including those of an earlier, interrupted job; use it as a context manager."""
+    """The run of `lists` (each a query with its candidates) to be written to `out`; `identity` names
+    the settings that determine the output (reranker, model, depth, options, ...). `done` holds the
+    queries finished so far, including those of an earlier, interrupted job; use it as a context manager."""
 
-    def __init__(self, out: str | os.PathLike, requests: Sequence[tuple[Query, Sequence[Hit]]],
-                 identity: Mapping[str, object]):
+    def __init__(self, out: str | os.PathLike, lists: Sequence[Candidates], identity: Mapping[str, object]):
         self.out = Path(out)
-        self.qids = [q.qid for q, _ in requests]
+        self.qids = [c.query.qid for c in lists]
         if len(set(self.qids)) != len(self.qids):
             twice = next(qid for i, qid in enumerate(self.qids) if qid in self.qids[:i])
             raise ValueError(f"query {twice!r} appears more than once in the candidates; each query may appear only once")
-        fp = fingerprint(requests, identity)
+        fp = fingerprint(lists, identity)
         self.path = journal_path(self.out)
         self.done, valid = read_journal(self.path, fp)
         self.resumed = len(self.done)
@@ -86,10 +85,11 @@ class ResumableRun:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
-    def add(self, qid: str, hits: Sequence[Hit]) -> None:
-        """Journal a finished query (durable when this returns)."""
-        self._write({"qid": qid, "hits": [[h.docid, h.score] for h in hits]})
-        self.done[qid] = [(h.docid, h.score) for h in hits]
+    def add(self, finished: Candidates) -> None:
+        """Journal a finished query, its hits in their final order (durable when this returns)."""
+        hits = [(h.docid, h.score) for h in finished.hits]
+        self._write({"qid": finished.query.qid, "hits": [list(h) for h in hits]})
+        self.done[finished.query.qid] = hits
 
     def finish(self, tag: str) -> None:
         """Write the run (every query must be done) atomically and remove the journal."""

@@ -5,14 +5,21 @@
     GET  /health   GET /metrics (Prometheus text)   GET /openapi.json
 
 Three deployments: the ingress (validation, timings, metrics; no CPU reserved), the retriever and
-the reranker. The ingress gathers concurrent requests into batches (`@serve.batch`) and sends the
-retriever one call per batch: an actor call per request, on a ~7 ms retrieval, cost 1.6x throughput
-at 16 clients in benchmarks/serve_load.py, and keeping the retriever out of the ingress process means
-a retriever that dies is a 503, as for the reranker, instead of Serve's 500 for a dead ingress. A
-request alone in the ingress does not wait for a batch to fill. The reranker batches with
-`@serve.batch` too, so callers share LLM forward passes. Bad input is a 4xx that says what is wrong
-(400 malformed JSON, 422 everything else); a stage replica that dies, hangs past
+the reranker. The retriever and the reranker replicas each hold a copy of the pipeline's one
+`Executor` (rankline.pipelines.executor) and call its `retrieve` / `rerank`, so a request for k hits
+is answered exactly as `Pipeline.search(query, k)`: max(k, the pipeline's k) candidates retrieved,
+the top `depth` reranked, the top k returned. The ingress gathers concurrent requests into batches
+(`@serve.batch`) and sends the retriever one call per batch: an actor call per request, on a ~7 ms
+retrieval, cost 1.6x throughput at 16 clients in benchmarks/serve_load.py, and keeping the retriever
+out of the ingress process means a retriever that dies is a 503, as for the reranker, instead of
+Serve's 500 for a dead ingress. A request alone in the ingress does not wait for a batch to fill. The
+reranker batches with `@serve.batch` too, so callers share LLM forward passes. Bad input is a 4xx that
+says what is wrong (400 malformed JSON, 422 everything else); a stage replica that dies, hangs past
 `request_timeout_s` or sheds load turns into a 503 for the requests it held while Serve restarts it.
+
+A query's path: `SearchAPI.search` (validation) -> `SearchAPI._retrieve` (batched) ->
+`Executor.retrieve` in a Retriever replica -> `RerankerDeployment.rerank` (batched) -> `Executor.rerank`
+-> `top` -> the response.
 """
 import asyncio
 import time
@@ -24,10 +31,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from rankline.formats import Candidates, Query
 from rankline.pipelines.actors import ray_resources
 from rankline.pipelines.config import PipelineConfig, ServeSettings
-from rankline.pipelines.pipeline import materialize, rerank_head
-from rankline.formats import Hit, Query
+from rankline.pipelines.executor import Executor, top
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
     """A failed call to a stage replica that is dying, restarting or overloaded: the client may retry."""
@@ -73,6 +80,11 @@ class ServiceMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
+        self.retrieve_waits = Counter(
+            "rankline_retrieve_waits", "Search requests by the wait their retrieval batch was given to fill: "
+            "'batch' (batch_wait_timeout_s, other requests in flight) or 'none' (alone in the ingress)",
+            ["wait"], registry=self.registry,
+        )
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -106,7 +118,8 @@ def _describe(error: dict) -> str:
 def build_app(config: PipelineConfig) -> "serve.Application":
     """The Serve application for a pipeline file (bind it with `serve.run`)."""
     settings: ServeSettings = config.serve
-    has_reranker = config.reranker is not None
+    executor = config.pipeline().executor()
+    has_reranker = executor.rerank_stage is not None
     max_k = settings.max_k
 
     class SearchRequest(BaseModel):
@@ -154,11 +167,9 @@ def build_app(config: PipelineConfig) -> "serve.Application":
 
         # a batch in flight per retriever replica and one filling: the call's round trip overlaps the next batch
         @serve.batch(max_concurrent_batches=settings.retriever_replicas + 1)
-        async def _retrieve(self, texts: list[str], ks: list[int]) -> list[list[Hit]]:
+        async def _retrieve(self, queries: list[Query], ks: list[int]) -> list[Candidates]:
             """One call to a retriever replica per batch of concurrent requests, not one per request."""
-            hits = await _stage_result("retrieve", self.retriever.search_batch.remote(texts, max(ks)),
-                                       settings.request_timeout_s)
-            return [h[:k] for h, k in zip(hits, ks)]
+            return await _stage_result("retrieve", self.retriever.retrieve.remote(queries, ks), settings.request_timeout_s)
 
         async def _timed(self, request: Request, stage: str, work: Any) -> tuple[Any, float]:
             start = time.perf_counter()
@@ -179,21 +190,24 @@ def build_app(config: PipelineConfig) -> "serve.Application":
             if rerank and not has_reranker:
                 raise HTTPException(422, "rerank requested but this pipeline has no reranker")
             start = time.perf_counter()
-            n = max(body.k, config.depth) if rerank else body.k
             timings: dict[str, float] = {}
             # A lone request does not wait for a batch to fill: nobody else is there to join it.
             self.searching += 1
-            self._retrieve.set_batch_wait_timeout_s(settings.batch_wait_timeout_s if self.searching > 1 else 0.0)
+            alone = self.searching == 1
+            _metrics(request).retrieve_waits.labels("none" if alone else "batch").inc()
+            self._retrieve.set_batch_wait_timeout_s(0.0 if alone else settings.batch_wait_timeout_s)
             try:
-                hits, timings["retrieve"] = await self._timed(request, "retrieve", self._retrieve(body.query, n))
+                query = Query("query", body.query)
+                candidates, timings["retrieve"] = await self._timed(request, "retrieve", self._retrieve(query, body.k))
             finally:
                 self.searching -= 1
-            if rerank and hits:
-                reranked = self.reranker.rerank.remote(Query("query", body.query), hits)
-                hits, timings["rerank"] = await self._timed(
+            if rerank and candidates.hits:
+                reranked = self.reranker.rerank.remote(candidates)
+                candidates, timings["rerank"] = await self._timed(
                     request, "rerank", _stage_result("rerank", reranked, settings.request_timeout_s))
             timings["total"] = (time.perf_counter() - start) * 1000
-            out = [HitOut(docid=h.docid, score=h.score, title=h.title, text=h.text) for h in hits[: body.k]]
+            (hits,) = top([candidates], body.k)
+            out = [HitOut(docid=h.docid, score=h.score, title=h.title, text=h.text) for h in hits]
             return SearchResponse(hits=out, timings_ms=timings)
 
         @app.get("/health")
@@ -206,14 +220,14 @@ def build_app(config: PipelineConfig) -> "serve.Application":
 
     retriever = RetrieverDeployment.options(
         num_replicas=settings.retriever_replicas, ray_actor_options=ray_resources(settings.retriever_resources),
-    ).bind(config.retriever)
+    ).bind(executor.retrieve_stage, executor.rerank_stage)
     reranker = None
     if has_reranker:
         # A reranker replica accepts two full batches at once (Serve's default of 5 would cap every batch at 5).
         reranker = RerankerDeployment.options(
             num_replicas=settings.reranker_replicas, ray_actor_options=ray_resources(settings.reranker_resources),
             max_ongoing_requests=2 * settings.max_batch_size,
-        ).bind(config.reranker, config.depth, settings.max_batch_size, settings.batch_wait_timeout_s)
+        ).bind(executor, settings.max_batch_size, settings.batch_wait_timeout_s)
     return SearchAPI.bind(retriever, reranker)
 
 
@@ -233,27 +247,20 @@ async def _stage_result(stage: str, response: Any, timeout_s: float) -> Any:
                             headers={"Retry-After": "1"}) from None
 
 
-@serve.deployment(name="Retriever")
-class RetrieverDeployment:
-    """One retriever replica; each call is a whole batch the ingress gathered."""
-
-    def __init__(self, source: Any):
-        self.stage = materialize(source)
-
-    def search_batch(self, texts: list[str], k: int) -> list[list[Hit]]:
-        return self.stage.search_batch([Query(f"q{i}", text) for i, text in enumerate(texts)], k)
+# One retriever replica is the executor itself; each `retrieve` call is a whole batch the ingress gathered.
+RetrieverDeployment = serve.deployment(name="Retriever")(Executor)
 
 
 @serve.deployment(name="Reranker")
 class RerankerDeployment:
-    """One reranker replica; concurrent requests share forward passes through `rerank_batch`."""
+    """One reranker replica: the executor's `rerank`, with concurrent requests batched into one call
+    so that they share forward passes."""
 
-    def __init__(self, source: Any, depth: int, max_batch_size: int, batch_wait_timeout_s: float):
-        self.stage = materialize(source)
-        self.depth = depth
+    def __init__(self, executor: Executor, max_batch_size: int, batch_wait_timeout_s: float):
+        self.executor = executor
         self.rerank.set_max_batch_size(max_batch_size)
         self.rerank.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     @serve.batch
-    async def rerank(self, queries: list[Query], hits_lists: list[list[Hit]]) -> list[list[Hit]]:
-        return await asyncio.to_thread(rerank_head, self.stage, queries, hits_lists, self.depth)
+    async def rerank(self, lists: list[Candidates]) -> list[Candidates]:
+        return await asyncio.to_thread(self.executor.rerank, lists)

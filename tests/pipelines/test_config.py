@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from rankline.pipelines.config import ServeSettings, llm_reranker, load_config, load_pipeline
+from rankline.pipelines.config import ServeSettings, load_config, load_pipeline
+from rankline.rerankers import DEFAULT_DEPTH, build_reranker
 from rankline.retrieval import open_retriever
 
 YAML = """
@@ -52,7 +53,8 @@ def test_yaml_and_toml_agree(tmp_path):
     assert a.retriever.fn is open_retriever
     assert a.retriever.args == (str(tmp_path / "idx"),)  # relative to the file, not the cwd
     assert dict(a.retriever.kwargs) == {"method": "bm25", "k1": 0.9}
-    assert a.reranker.fn is llm_reranker and a.reranker.args == ("first", "smollm2-135m-instruct")
+    assert a.reranker.fn is build_reranker and a.reranker.args == ("first",)
+    assert dict(a.reranker.kwargs) == {"model": "smollm2-135m-instruct", "window": 4, "stride": 2}
     assert a.serve == ServeSettings(reranker_replicas=2, max_k=20, batch_wait_timeout_s=1)
     pipe = load_pipeline(tmp_path / "p.yaml")  # stages are built on first use, not here
     assert (pipe.retrieve_stage.k, pipe.rerank_stage.depth) == (50, 10)
@@ -67,6 +69,8 @@ def test_yaml_and_toml_agree(tmp_path):
         ("retriever: {index: nowhere}\n", "retriever.index"),
         ("retriever: {index: idx, k: 0}\n", "retriever.k must be a positive integer"),
         ("retriever: {index: idx}\nreranker: {name: nope}\n", "reranker.name: unknown reranker 'nope'"),
+        ("retriever: {index: idx}\nreranker: {name: first, options: {depth: 20}}\n", "unknown key reranker.options.'depth'"),
+        ("retriever: {index: idx}\nreranker: {name: first, depth: 0}\n", "reranker.depth must be a positive integer"),
         ("retriever: {index: idx}\nserve: {max_k: -1}\n", "serve.max_k must be a positive int"),
         ("retriever: {index: idx}\nserve: {max_k: true}\n", "serve.max_k must be a positive int"),
         ("retriever: {factory: 'no.such.module:x'}\n", "cannot be imported"),
@@ -86,5 +90,14 @@ def test_mistakes_name_the_file_and_key(tmp_path, text, message):
 def test_factory_stages_run_in_process(tmp_path, toy):
     path = tmp_path / "toy.toml"
     path.write_text(f'[retriever]\nfactory = "{toy.__name__}:KeywordRetriever"\nk = 4\n'
-                    f'[reranker]\nfactory = "{toy.__name__}:ShortestFirstReranker"\ndepth = 2\n')
-    assert [h.docid for h in load_pipeline(path).search("ray actors python", k=3)] == ["d7", "d1", "d2"]
+                    f'[reranker]\nfactory = "{toy.__name__}:ShortestFirstReranker"\ndepth = 3\n')
+    # retrieved by keywords: d6, d3, d4, d5; the top 3 shortest first (d4 58 characters, d6 61, d3 69),
+    # then the tail d5 below them
+    hits = load_pipeline(path).search("documents query ranks", k=4)
+    assert [(h.docid, h.score) for h in hits] == [("d4", 3.0), ("d6", 2.0), ("d3", 1.0), ("d5", 0.0)]
+
+
+def test_reranker_depth_defaults_to_the_one_default(tmp_path):
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "p.yaml").write_text("retriever: {index: idx}\nreranker: {name: first}\n")
+    assert load_config(tmp_path / "p.yaml").depth == DEFAULT_DEPTH

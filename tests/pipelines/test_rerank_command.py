@@ -7,11 +7,9 @@ import json
 
 import pytest
 
-pytest.importorskip("transformers")
-
-from rankline.formats import read_run  # noqa: E402
-from rankline.pipelines.cli import main  # noqa: E402
-from rankline.rerankers.first import FirstReranker  # noqa: E402
+from rankline.formats import read_run
+from rankline.pipelines.cli import main
+from rankline.rerankers.first import FirstReranker
 
 
 @pytest.fixture()
@@ -21,7 +19,7 @@ def setup(fixtures_dir, tmp_path):
     cases.write_text("\n".join((parity / "cases.jsonl").read_text(encoding="utf-8").split("\n")[:4]) + "\n", encoding="utf-8")
     expected = {d["qid"]: d["order"] for d in map(json.loads, (parity / "expected.jsonl").open())}
     args = ["rerank", "--candidates", str(cases), "--reranker", "first", "--model", str(parity / "tiny-llama"),
-            "--parity", "rank_llm", "--device", "cpu"]
+            "--parity", "rank_llm", "--device", "cpu", "--queries-per-task", "1"]
     return args, expected, tmp_path
 
 
@@ -45,11 +43,11 @@ def test_interrupted_run_resumes(setup, monkeypatch):
     real = FirstReranker.rerank_batch
     calls = []
 
-    def interrupt_after_two(self, queries, hits):
+    def interrupt_after_two(self, lists):
         if len(calls) == 2:
             raise KeyboardInterrupt
-        calls.append([q.qid for q in queries])
-        return real(self, queries, hits)
+        calls.append([c.query.qid for c in lists])
+        return real(self, lists)
 
     monkeypatch.setattr(FirstReranker, "rerank_batch", interrupt_after_two)
     assert main(args + ["--out", str(out)]) == 130
@@ -60,7 +58,7 @@ def test_interrupted_run_resumes(setup, monkeypatch):
         fh.write('{"qid": "s03-n20", "hits": [["x", 20.0], ["y", 19')
 
     calls.clear()
-    monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, q, h: (calls.append([x.qid for x in q]), real(self, q, h))[1])
+    monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, lists: (calls.append([c.query.qid for c in lists]), real(self, lists))[1])
     assert main(args + ["--out", str(out)]) == 0
     assert calls == [["s03-n20"], ["s04-n21"]]  # only the unfinished queries
     orders = _orders(out)
@@ -71,7 +69,7 @@ def test_interrupted_run_resumes(setup, monkeypatch):
 def test_journal_of_other_settings_is_refused(setup, monkeypatch, capsys):
     args, _, tmp = setup
     out = tmp / "run.trec"
-    monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, q, h: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, lists: (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(args + ["--out", str(out)]) == 130
     assert main(args + ["--window", "5", "--out", str(out)]) == 2
     assert "journal of a job with other inputs or settings" in capsys.readouterr().err
@@ -85,8 +83,8 @@ def test_missing_candidates_file_is_one_line_error(setup, capsys):
     assert "nope.jsonl: no such file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("command", "flag"), [("rerank", "--window"), ("rerank", "--depth"),
-                                               ("rerank", "--query-group"), ("batch-rerank", "--workers"), ("batch-rerank", "--queries-per-task")])
+@pytest.mark.parametrize(("command", "flag"), [("rerank", "--window"), ("rerank", "--depth"), ("rerank", "--queries-per-task"),
+                                               ("batch-rerank", "--workers"), ("batch-rerank", "--queries-per-task")])
 def test_non_positive_counts_are_one_line_errors_and_write_nothing(setup, capsys, command, flag):
     args, _, tmp = setup
     args = [command, *args[1:]]
@@ -94,3 +92,24 @@ def test_non_positive_counts_are_one_line_errors_and_write_nothing(setup, capsys
     assert main(args + [flag, "0", "--out", str(out)]) == 2
     assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
     assert list(tmp.iterdir()) == [tmp / "cases.jsonl"]
+
+
+def test_an_option_the_reranker_does_not_take_is_one_line_error(setup, capsys):
+    args, _, tmp = setup
+    assert main(args + ["--layer", "3", "--out", str(tmp / "o.trec")]) == 2
+    assert "--layer does not apply to --reranker first" in capsys.readouterr().err
+    assert list(tmp.iterdir()) == [tmp / "cases.jsonl"]
+
+
+@pytest.mark.parametrize(("command", "old", "value", "new", "answer"), [
+    ("rerank", "--query-group", "0", "--queries-per-task", "--queries-per-task must be >= 1, got 0"),
+    ("batch-rerank", "--run", "{tmp}/nope.jsonl", "--candidates", "nope.jsonl: no such file"),
+])
+def test_old_spellings_still_work_with_a_deprecation_line(setup, capsys, command, old, value, new, answer):
+    """The old flag sets the new one (whose validation answers) after one warning line."""
+    args, _, tmp = setup
+    at = args.index("--candidates")
+    args = [command, *args[1:at], *args[at + 2:]] + ([] if old == "--run" else ["--candidates", args[at + 1]])
+    assert main(args + [old, value.format(tmp=tmp), "--out", str(tmp / "o.trec")]) == 2
+    err = capsys.readouterr().err
+    assert f"warning: {old} is deprecated; use {new}" in err and answer in err

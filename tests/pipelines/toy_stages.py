@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from rankline.formats import Doc, Hit, Query
+from rankline.formats import Candidates, Doc, Hit, Query
 
 CORPUS = [
     Doc("d1", "ray serve deploys python models behind http", "Serve"),
@@ -66,13 +66,10 @@ class ShortestFirstReranker:
     def __init__(self, crash_file: str | None = None, log_file: str | None = None):
         self.crash_file, self.log_file = crash_file, log_file
 
-    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
-        return self.rerank_batch([query], [hits])[0]
-
-    def rerank_batch(self, queries: Sequence[Query], hits: Sequence[Sequence[Hit]]) -> list[list[Hit]]:
-        crash_or_log(self.crash_file, self.log_file, queries)
+    def rerank_batch(self, lists: Sequence[Candidates]) -> list[list[Hit]]:
+        crash_or_log(self.crash_file, self.log_file, [c.query for c in lists])
         out = []
-        for hs in hits:
-            order = sorted(hs, key=lambda h: (len(h.text), h.docid))
+        for c in lists:
+            order = sorted(c.hits, key=lambda h: (len(h.text), h.docid))
             out.append([Hit(h.docid, float(len(order) - i), h.text, h.title) for i, h in enumerate(order)])
         return out
