@@ -46,7 +46,7 @@ demo: $(STAMP)
 		--calibrate --limit 1 --out $(OUT)/blockrank-calibrated.trec
 	# Batch reranking over a Ray actor pool (resumable, atomic output): FIRST with SmolLM2 on the BM25 top 20
 	# of 4 DL 2019 queries, 2 workers; equals `rankline rerank` on the same inputs.
-	$(BIN)/rankline batch-rerank --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
+	$(BIN)/rankline batch-rerank --candidates $(DATA)/trec-dl-2019/candidates/BM25.trec \
 		--topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --corpus $(DATA)/trec-dl-2019/passages.jsonl.gz \
 		--reranker first --depth 20 --limit 4 --workers 2 --out $(OUT)/dl19-bm25-first-batch.trec
 	# Evaluate the TREC DL 2019 first-stage candidate runs (BM25, TAS-B, SPLADE++) against the NIST qrels.

@@ -11,22 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from rankline.formats.files import iter_corpus, ranked, read_run, read_topics
+from rankline.formats.files import iter_corpus, read_run, read_topics
 from rankline.formats.io import FormatError, open_text
-from rankline.formats.records import Hit, Query
+from rankline.formats.order import ranked
+from rankline.formats.records import Candidates, Hit, Query
 
 PathLike = str | os.PathLike
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """A query and its first-stage hits, best first."""
-
-    query: Query
-    hits: tuple[Hit, ...]
 
 
 def _field(path: PathLike, where: int | None, obj: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:

@@ -5,13 +5,16 @@ that differ only beyond float32 precision tie, and the docid decides.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def trec_order(docids: Sequence[str], scores: np.ndarray) -> np.ndarray:
     """Indices that order one query's documents in trec_eval order; `scores` must be float32 already."""
+    import numpy as np
+
     order = np.argsort(-scores)
     ordered = scores[order]
     if len(ordered) > 1 and np.any(ordered[1:] == ordered[:-1]):  # ties: the larger docid first
@@ -23,6 +26,8 @@ def trec_order(docids: Sequence[str], scores: np.ndarray) -> np.ndarray:
 
 def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
     """(docid, score) pairs of {docid: score} in trec_eval order (the scores keep full precision)."""
+    import numpy as np
+
     items = list(docs.items())
     if not items:
         return []

@@ -16,13 +16,14 @@ from rankline.pipelines.commands._deprecated import add_deprecated_alias
 HELP = "retrieve the top-k documents of every query of a topics file into a TREC run"
 
 
-def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `retrieve` and `search`."""
-    parser.add_argument("index", metavar="DIR", help="index folder built by `rankline index`")
+def add_retriever_arguments(parser: argparse.ArgumentParser, *, index_required: bool = True) -> None:
+    """Options shared by `retrieve` and `search` (where DIR may give way to a pipeline file)."""
+    parser.add_argument("index", metavar="DIR", nargs=None if index_required else "?",
+                        help="index folder built by `rankline index`")
     parser.add_argument("--method", default="dense", help="dense (default), bm25 or hybrid")
     parser.add_argument("--k", type=int, default=10, help="hits per query")
     parser.add_argument("--encoder", help="query encoder (must have the index's weights; default: the index's)")
-    parser.add_argument("--device", help="torch device for the query encoder")
+    parser.add_argument("--device", help="torch device for the query encoder (in `search`, also the reranker's model)")
     parser.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, pyserini BEIR flat)")
     parser.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, pyserini BEIR flat)")
     parser.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf (default) or interpolate")
@@ -33,7 +34,6 @@ def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nprobe", type=int, default=32, help="IVF lists probed (ivfpq indexes)")
     parser.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth (hnsw indexes)")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the checksum check of the index files")
-    add_deprecated_alias(parser, "--depth", new="--fusion-depth")
 
 
 def retriever_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,6 +49,7 @@ def retriever_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_retriever_arguments(parser)
+    add_deprecated_alias(parser, "--depth", new="--fusion-depth")
     parser.set_defaults(k=1000)
     parser.add_argument("--topics", required=True, help="topics TSV, BEIR queries.jsonl, or a BEIR folder")
     parser.add_argument("--split", help="with a BEIR folder: the qrels split whose queries to run (default test)")

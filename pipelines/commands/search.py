@@ -22,13 +22,11 @@ HELP = "search an index folder or a pipeline file with one query and print the h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_retriever_arguments(parser)
-    next(a for a in parser._actions if a.dest == "index").nargs = "?"  # none with --pipeline
+    add_retriever_arguments(parser, index_required=False)  # none with --pipeline
     parser.add_argument("query", help="the query text")
     parser.add_argument("--pipeline", type=Path, help="pipeline file (.yaml/.yml/.toml) to search instead of DIR")
     parser.add_argument("--snippet", type=int, default=240, help="characters of each hit's text to show (default 240)")
-    # "resolve": --depth is the reranker's here, while `retrieve` keeps it as the old spelling of --fusion-depth
-    reranking = parser.add_argument_group("reranking (with DIR)", conflict_handler="resolve")
+    reranking = parser.add_argument_group("reranking (with DIR)")
     add_reranker_arguments(reranking, default=None, device=False)
 
 
