@@ -8,6 +8,10 @@ adds to each run's JSON entry ``"ci": {"<measure>": {"method", "estimand", "esti
 "upper", "n_labelled", "n_total"}}`` and, to every run but the baseline (the first),
 ``"ci_vs_baseline"`` of the same form for the mean paired difference run - baseline. Only the human
 labels of the labelled queries are read into the intervals; ``--alpha`` is eval's own option.
+
+The label files are read before the runs; each run, read once, is scored by every label source as
+eval scores it (rankline.evaluation.ci.TableBuilder), and every interval, paired differences
+included, comes from the resulting runs x measures tables in one call.
 """
 from __future__ import annotations
 
