@@ -60,13 +60,13 @@ demo: $(STAMP)
 	$(BIN)/rankline eval $(DATA)/trec-dl-2019/qrels.dl19-passage.txt \
 		$(DATA)/trec-dl-2019/candidates/BM25.trec $(DATA)/trec-dl-2019/runs/ICT-BERT2 -m nDCG@10 DCG@10 \
 		--llm-labels $(DATA)/llm-labels/dl2019/dl2019_test_4prompts_llama70b.txt --ci ppi-all --labelled 10 --seed 0 \
-		--format json -o $(OUT)/ci-ppi-all.json
+		--format json --out $(OUT)/ci-ppi-all.json
 	$(BIN)/rankline eval $(DATA)/trec-dl-2019/qrels.dl19-passage.txt \
 		$(DATA)/trec-dl-2019/candidates/BM25.trec $(DATA)/trec-dl-2019/runs/ICT-BERT2 -m DCG@10 \
-		--llm-labels $(DATA)/llm-labels/dl2019/*.txt --ci crc --labelled 10 --seed 0 --format json -o $(OUT)/ci-crc.json
+		--llm-labels $(DATA)/llm-labels/dl2019/*.txt --ci crc --labelled 10 --seed 0 --format json --out $(OUT)/ci-crc.json
 	# LLM relevance labels (0-3 distributions) from the embedded SmolLM2 for the top 2 BM25 passages per query.
-	$(BIN)/rankline label --topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --run $(DATA)/trec-dl-2019/candidates/BM25.trec \
-		--corpus $(DATA)/trec-dl-2019/passages.jsonl.gz --depth 2 --out $(OUT)/smollm2-labels.qrels
+	$(BIN)/rankline label --topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --candidates $(DATA)/trec-dl-2019/candidates/BM25.trec \
+		--corpus $(DATA)/trec-dl-2019/passages.jsonl.gz --top 2 --out $(OUT)/smollm2-labels.qrels
 
 test: $(STAMP)
 	# Unused imports and names, undefined names: the tests would not catch them all.

@@ -1,5 +1,6 @@
-"""The reranker flags that `rankline rerank`, `batch-rerank` and `search` share: one definition of the
-flags, their validation and the reranker stage they describe."""
+"""The reranker flags that `rankline rerank`, `batch-rerank` and `search` share, and the model flags
+that `label` shares with them: one definition of the flags, their validation and the reranker stage
+they describe."""
 from __future__ import annotations
 
 import argparse
@@ -13,14 +14,13 @@ _POSITIVE = ("window", "stride", "depth", "batch_size", "context_size", "max_blo
 
 def add_reranker_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
                            default: str | None = "first", device: bool = True) -> None:
-    """--reranker (default `default`) and its --model, --depth, the reranker options, --dtype, and
-    --device unless the command already has one."""
+    """--reranker (default `default`) and its model flags (add_model_arguments), --depth and the
+    reranker options."""
     from rankline.rerankers import DEFAULT_DEPTH, RERANKERS
-    from rankline.rerankers.models import DEFAULT_MODEL
 
     parser.add_argument("--reranker", choices=sorted(RERANKERS), default=default,
                         help=f"default: {default}" if default else "rerank with this reranker (default: no reranking)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"HF id or local folder (default: the embedded {DEFAULT_MODEL})")
+    add_model_arguments(parser, device=device)
     parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
                         help="how many candidates of each query the reranker receives: the top DEPTH are reranked, "
                              f"the rest keep their order below them (default {DEFAULT_DEPTH})")
@@ -35,6 +35,15 @@ def add_reranker_arguments(parser: argparse.ArgumentParser | argparse._ArgumentG
     parser.add_argument("--max-block-tokens", type=int, help="BlockRank: block size cap in tokens (default 384)")
     parser.add_argument("--calibrate", action="store_true", default=None,
                         help="BlockRank: subtract the scores of a content-free query (ICLR 2025 calibration)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, device: bool = True) -> None:
+    """The causal LM a command loads (--model), in what precision (--dtype) and where (--device, unless
+    the command already has one): shared by the rerankers' commands and `label`."""
+    from rankline.rerankers.models import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"causal LM: a Hugging Face id or a local folder (default: the embedded {DEFAULT_MODEL})")
     if device:
         parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],

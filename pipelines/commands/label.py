@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from rankline.pipelines.commands._deprecated import add_deprecated_alias
+from rankline.pipelines.commands._reranker_options import add_model_arguments
 
 HELP = "label the top candidates of each query with an LLM (0-3 grade distributions, cached)"
 
@@ -34,11 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="qrels file to write")
     parser.add_argument("--dist-out", type=Path, help="distributions file to write (default: OUT.dist)")
     parser.add_argument("--argmax", action="store_true", help="qrels hold the most probable grade, not the expected one")
-    parser.add_argument("--model", default="smollm2-135m-instruct",
-                        help="causal LM: the embedded default, a local folder or a Hugging Face id")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="model dtype (default: bfloat16 on a GPU, float32 on the CPU)")
+    add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=8,
                         help="sequences per forward pass: (query, passage) prompts labelled together (default 8)")
     parser.add_argument("--prompt", type=Path, help="prompt template file with {query} and {passage} (default: UMBRELA)")
