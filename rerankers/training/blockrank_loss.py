@@ -43,6 +43,7 @@ from rankline.rerankers.blockrank import (
     format_document,
 )
 from rankline.rerankers.training.data import RankingExample
+from rankline.rerankers.training.first_loss import _wide
 
 if TYPE_CHECKING:
     import torch
@@ -295,7 +296,7 @@ def blockrank_loss(model: Any, batch: BlockRankBatch, objective: BlockRankObject
     lm = aux = None
     if use_lm:
         next_labels = batch.labels[:, kept + 1]
-        lm = F.cross_entropy(logits.float().flatten(0, 1), next_labels.flatten(), ignore_index=IGNORE_INDEX)
+        lm = F.cross_entropy(_wide(logits).flatten(0, 1), next_labels.flatten(), ignore_index=IGNORE_INDEX)
     if use_aux:
         aux = info_nce_loss(scores, batch.positives, batch.documents, temperature=objective.temperature)
     total = None

@@ -292,12 +292,19 @@ class FirstLossOutput:
 
 
 def lm_loss(logits: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
-    """Mean next-token cross-entropy (fp32) over the labelled tokens of the batch: logits [B, T, V] at t predict
+    """Mean next-token cross-entropy (at least fp32) over the labelled tokens of the batch: logits [B, T, V] at t predict
     labels[:, t + 1]; -100 is ignored. Equals transformers' causal-LM loss for the same labels."""
     import torch.nn.functional as F
 
     shifted = labels[:, 1:]
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), shifted.flatten(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(_wide(logits[:, :-1]).flatten(0, 1), shifted.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def _wide(t: "torch.Tensor") -> "torch.Tensor":
+    """fp32 for half-precision logits (as transformers' loss), fp64 kept (for gradient checks)."""
+    import torch
+
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _kept_positions(batch: FirstBatch, objective: FirstObjective) -> "torch.Tensor":
@@ -324,9 +331,9 @@ def _losses(logits: "torch.Tensor", kept: "torch.Tensor", batch: FirstBatch, obj
         inside = following < T
         next_labels = torch.full((B, len(kept)), IGNORE_INDEX, dtype=torch.long, device=batch.labels.device)
         next_labels[:, inside] = batch.labels[:, following[inside]]
-        lm = F.cross_entropy(logits.float().flatten(0, 1), next_labels.flatten(), ignore_index=IGNORE_INDEX)
+        lm = F.cross_entropy(_wide(logits).flatten(0, 1), next_labels.flatten(), ignore_index=IGNORE_INDEX)
     column = torch.searchsorted(kept, batch.rank_positions)
-    at = logits[torch.arange(B, device=logits.device), column].float()  # [B, V]
+    at = _wide(logits[torch.arange(B, device=logits.device), column])  # [B, V]
     scores = at[:, batch.identifier_ids.to(at.device)]
     grades = batch.grades if objective.use_grades else None
     ranking = None
