@@ -136,7 +136,8 @@ class ListOptions:
     list_size: candidates per list (FIRST: at most 26, the identifiers A..Z).
     max_positives: positives per list (None = all); when a query has more, a seeded sample. One slot is kept
         for a negative whenever the query has one.
-    negative_depth: hard negatives come from the run's top `negative_depth` documents that are not positives.
+    negative_depth: hard negatives come from the run's top `negative_depth` documents (those that are not
+        positives; judged non-relevant documents are negatives).
     negatives: "top" takes the highest-ranked of them, "sample" a seeded sample (kept in run order).
     shuffle: show the list in a seeded random order (True) or in the run's order (False).
     examples_per_query: lists drawn per query (each with its own seed).
@@ -183,8 +184,9 @@ def sample_list(
 ) -> RankingExample:
     """One list from a query's positives ((hit, grade), any order) and negatives (first-stage order).
 
-    `run_rank` (docid -> 0-based first-stage rank) orders equal-grade positives and the unshuffled window;
-    positives without one come after those with one.
+    `run_rank` (docid -> 0-based first-stage rank) orders equal-grade positives and the unshuffled window
+    (positives without one come after those with one) and bounds the negatives to ranks < negative_depth
+    (without it, the first `negative_depth` negatives).
     """
     if not positives:
         raise ValueError(f"query {query.qid!r}: a training list needs at least one positive")
@@ -197,7 +199,10 @@ def sample_list(
     n_pos = len(positives) if options.max_positives is None else min(options.max_positives, len(positives))
     n_pos = min(n_pos, options.list_size - 1 if negatives else options.list_size)
     chosen = list(positives) if n_pos == len(positives) else rng.sample(list(positives), n_pos)
-    pool = list(negatives[: options.negative_depth])
+    if run_rank:
+        pool = [h for h in negatives if run_rank.get(h.docid, options.negative_depth) < options.negative_depth]
+    else:
+        pool = list(negatives[: options.negative_depth])
     n_neg = min(options.list_size - n_pos, len(pool))
     if options.negatives == "top":
         picked = pool[:n_neg]
