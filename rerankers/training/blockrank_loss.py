@@ -43,7 +43,7 @@ from rankline.rerankers.blockrank import (
     format_document,
 )
 from rankline.rerankers.training.data import RankingExample
-from rankline.rerankers.training.first_loss import _wide
+from rankline.rerankers.training.ranking_losses import widened
 
 if TYPE_CHECKING:
     import torch
@@ -131,6 +131,11 @@ class BlockRankBatch:
     scoring_index: Any
     positives: Any
     documents: Any
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (not padding) tokens of the batch."""
+        return sum(self.layout.row_lengths)
 
     def to(self, device: Any) -> "BlockRankBatch":
         return BlockRankBatch(**{k: (v if k == "layout" else v.to(device)) for k, v in vars(self).items()})
@@ -296,7 +301,7 @@ def blockrank_loss(model: Any, batch: BlockRankBatch, objective: BlockRankObject
     lm = aux = None
     if use_lm:
         next_labels = batch.labels[:, kept + 1]
-        lm = F.cross_entropy(_wide(logits).flatten(0, 1), next_labels.flatten(), ignore_index=IGNORE_INDEX)
+        lm = F.cross_entropy(widened(logits).flatten(0, 1), next_labels.flatten(), ignore_index=IGNORE_INDEX)
     if use_aux:
         aux = info_nce_loss(scores, batch.positives, batch.documents, temperature=objective.temperature)
     total = None

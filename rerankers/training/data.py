@@ -164,10 +164,12 @@ class ListOptions:
 
 @dataclass
 class TrainingSet:
-    """Examples built from qrels and a run, and the queries that gave none (qid -> reason)."""
+    """Examples built from qrels and a run; the queries that gave none (qid -> reason); and per query the
+    positives left out for want of a text (neither in the run nor in the corpus)."""
 
     examples: list[RankingExample]
     skipped: dict[str, str] = field(default_factory=dict)
+    unavailable_positives: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _rng(seed: int, qid: str, index: int) -> random.Random:
@@ -252,6 +254,8 @@ def examples_from_run(
                 positives.append((Hit(docid, float("-inf"), doc.text, doc.title), grade))
             else:
                 unavailable.append(docid)
+        if unavailable:
+            out.unavailable_positives[qid] = tuple(unavailable)
         if not positives:
             out.skipped[qid] = ("no positive in the qrels" if not unavailable else
                                 f"{len(unavailable)} positive(s), none in the run and no corpus text for them")
@@ -271,10 +275,10 @@ def read_training_examples(
     options: ListOptions = ListOptions(),
 ) -> TrainingSet:
     """:func:`examples_from_run` from files: `candidates` as ``rankline.formats.read_candidates`` reads it (a TREC
-    run needs `topics` and `corpus`), `qrels` a TREC/BEIR qrels file (or a mapping). Positives the run missed
-    get their text from `corpus` when one is given (streamed once, only those documents kept); queries of the
-    qrels that are not in the run are skipped."""
-    lists = read_candidates(candidates, topics=topics, corpus=corpus)
+    run needs `topics` and `corpus`; a requests jsonl or rank_llm JSON carries its texts), `qrels` a TREC/BEIR
+    qrels file (or a mapping). Positives the run missed get their text from `corpus` when one is given
+    (streamed once, only those documents kept); queries of the qrels that are not in the run are skipped."""
+    lists = read_candidates(candidates, topics=topics, corpus=corpus if topics is not None else None)
     judgments = read_qrels(qrels) if isinstance(qrels, (str, os.PathLike)) else qrels
     listed = {c.query.qid: {h.docid for h in c.hits} for c in lists}
     wanted = {d for qid, docs in judgments.items() if qid in listed
@@ -314,6 +318,8 @@ def split_by_query(
     one) chosen by a seeded hash of their qid, so the split depends only on (seed, qid) and never puts one
     query's items in both parts. Items keep their order within each part."""
     qids = list(dict.fromkeys(key(item) for item in items))
+    if not qids and not held_out:
+        return [], []
     if isinstance(held_out, float):
         if not 0.0 <= held_out < 1.0:
             raise ValueError(f"held_out as a fraction must be in [0, 1), got {held_out}")

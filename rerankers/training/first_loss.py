@@ -37,6 +37,7 @@ from rankline.rerankers.training.ranking_losses import (
     pair_counts,
     ranking_loss,
     teacher_ranks,
+    widened,
 )
 
 if TYPE_CHECKING:
@@ -164,7 +165,13 @@ class FirstBatch:
         return FirstBatch(**moved)
 
     @property
+    def num_tokens(self) -> int:
+        """Real (not padding) tokens of the batch."""
+        return int(self.attention_mask.sum())
+
+    @property
     def num_target_tokens(self) -> int:
+        """Tokens the LM term is computed on."""
         return int((self.labels != IGNORE_INDEX).sum())
 
 
@@ -297,14 +304,8 @@ def lm_loss(logits: "torch.Tensor", labels: "torch.Tensor") -> "torch.Tensor":
     import torch.nn.functional as F
 
     shifted = labels[:, 1:]
-    return F.cross_entropy(_wide(logits[:, :-1]).flatten(0, 1), shifted.flatten(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(widened(logits[:, :-1]).flatten(0, 1), shifted.flatten(), ignore_index=IGNORE_INDEX)
 
-
-def _wide(t: "torch.Tensor") -> "torch.Tensor":
-    """fp32 for half-precision logits (as transformers' loss), fp64 kept (for gradient checks)."""
-    import torch
-
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _kept_positions(batch: FirstBatch, objective: FirstObjective) -> "torch.Tensor":
@@ -331,9 +332,9 @@ def _losses(logits: "torch.Tensor", kept: "torch.Tensor", batch: FirstBatch, obj
         inside = following < T
         next_labels = torch.full((B, len(kept)), IGNORE_INDEX, dtype=torch.long, device=batch.labels.device)
         next_labels[:, inside] = batch.labels[:, following[inside]]
-        lm = F.cross_entropy(_wide(logits).flatten(0, 1), next_labels.flatten(), ignore_index=IGNORE_INDEX)
+        lm = F.cross_entropy(widened(logits).flatten(0, 1), next_labels.flatten(), ignore_index=IGNORE_INDEX)
     column = torch.searchsorted(kept, batch.rank_positions)
-    at = _wide(logits[torch.arange(B, device=logits.device), column])  # [B, V]
+    at = widened(logits[torch.arange(B, device=logits.device), column])  # [B, V]
     scores = at[:, batch.identifier_ids.to(at.device)]
     grades = batch.grades if objective.use_grades else None
     ranking = None

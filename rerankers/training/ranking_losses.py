@@ -68,6 +68,12 @@ def _accumulation(t: "torch.Tensor") -> "torch.dtype":
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
+def widened(t: "torch.Tensor") -> "torch.Tensor":
+    """`t` in the dtype losses are computed in: fp32 for half-precision inputs (as transformers' loss), fp64 kept
+    (for gradient checks)."""
+    return t.to(_accumulation(t))
+
+
 def _prepare(scores: "torch.Tensor", ranks: "torch.Tensor", grades: "torch.Tensor | None"):
     """(scores, ranks, grades, valid [B, N]) in the accumulation dtype; checks shapes and consistency."""
     import torch

@@ -75,6 +75,18 @@ def test_positives_from_qrels_negatives_from_the_run_and_the_stated_teacher_orde
     assert ex.ranking_string() == "[C] > [D] > [E] > [A] > [B]"
 
 
+def test_candidates_that_carry_their_texts_take_missing_positives_from_the_corpus(files, tmp_path):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"qid": "q1", "query": "query 1", "candidates": [
+        {"docid": f"d{i}", "score": 9.0 - i, "text": f"text {i}"} for i in range(1, 9)]}) + "\n")
+    with_corpus = read_training_examples(requests, qrels=files["qrels"], corpus=files["corpus"],
+                                         options=ListOptions(list_size=5, shuffle=False))
+    assert ids(with_corpus.examples[0], with_corpus.examples[0].order) == ["d3", "d7", "d9", "d1", "d2"]
+    without = read_training_examples(requests, qrels=files["qrels"], options=ListOptions(list_size=5, shuffle=False))
+    assert ids(without.examples[0], without.examples[0].order) == ["d3", "d7", "d1", "d2", "d4"]  # d9 has no text
+    assert without.unavailable_positives == {"q1": ("d9",)} and with_corpus.unavailable_positives == {}
+
+
 def test_shuffling_is_seeded_and_keeps_the_teacher_order(files):
     a = read(files, list_size=6)
     b = read(files, list_size=6)
