@@ -7,6 +7,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from ..backend import accumulation_dtype
 from .layout import BlockLayout
 
 if TYPE_CHECKING:
@@ -143,13 +144,14 @@ def _document_mass(
     selected: "torch.Tensor", k: "torch.Tensor", doc_of_token: "torch.Tensor", num_docs: int, scale: float
 ) -> "torch.Tensor":
     """Scores [B, N] from queries [B, Hq, n, D] and keys [B, Hkv, S, D] whose token j belongs to document
-    ``doc_of_token[b, j]`` (-1: not a document token): one fp32 softmax over the document tokens per head
-    and query token, mean over both, summed per document."""
+    ``doc_of_token[b, j]`` (-1: not a document token): one softmax over the document tokens per head and
+    query token (fp32, fp64 for fp64 inputs), mean over both, summed per document."""
     import torch
 
     B, Hkv = k.shape[:2]
     rep = selected.shape[1] // Hkv
-    logits = (selected.float().unflatten(1, (Hkv, rep)) @ k.float().transpose(-1, -2)[:, :, None]) * scale
+    acc = accumulation_dtype(selected.dtype)
+    logits = (selected.to(acc).unflatten(1, (Hkv, rep)) @ k.to(acc).transpose(-1, -2)[:, :, None]) * scale
     is_doc = (doc_of_token >= 0)[:, None, None, None, :]  # logits: [B, Hkv, rep, n, S]
     probs = torch.softmax(logits.masked_fill(~is_doc, float("-inf")), dim=-1)
     mass = probs.nan_to_num(0.0).mean(dim=(1, 2, 3))  # [B, S]; NaN only in rows without document tokens

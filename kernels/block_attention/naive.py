@@ -46,4 +46,4 @@ def _scores_naive(
     probs = torch.softmax(rows.masked_fill(~is_doc, float("-inf")), dim=-1).nan_to_num(0.0)
     one_hot = torch.nn.functional.one_hot(doc_of_token.clamp(min=0), max(num_docs, 1))[..., :num_docs]
     one_hot = one_hot.double() * (doc_of_token >= 0)[..., None]  # [B, T, N]
-    return (probs.mean(dim=(1, 2))[:, None, :] @ one_hot)[:, 0].float()
+    return (probs.mean(dim=(1, 2))[:, None, :] @ one_hot)[:, 0].to(accumulation_dtype(q.dtype))

@@ -167,6 +167,20 @@ def test_scores_torch_matches_naive(name) -> None:
         assert total == pytest.approx(1.0 if sum(lengths) else 0.0, abs=1e-6)
 
 
+def test_scores_keep_fp64_for_fp64_inputs() -> None:
+    """Gradient checks of losses on the scores need fp64 end to end: the torch path must not round to fp32."""
+    layout = LAYOUTS["ragged"]
+    q, k, _ = _inputs(layout, 6, 2, 16, torch.float64, seed=7)
+    q.requires_grad_(True)
+    index = [[q0 + n - 1, q0] for q0, n in zip(layout.query_starts(), layout.query)]
+    naive = block_attention_scores(q, k, layout, query_index=index, backend="naive")
+    fast = block_attention_scores(q, k, layout, query_index=index, backend="torch")
+    assert naive.dtype == fast.dtype == torch.float64
+    torch.testing.assert_close(fast, naive, rtol=1e-12, atol=1e-14)
+    torch.autograd.gradcheck(
+        lambda q_: block_attention_scores(q_, k, layout, query_index=index, backend="torch"), (q,), eps=1e-6, atol=1e-8)
+
+
 def test_document_scores_from_document_keys_alone_match_whole_rows() -> None:
     """The scores from the picked queries and the documents' keys (as a key cache holds them) equal the
     naive whole-row scores; each row's documents are taken out of the row and laid back to back."""
