@@ -14,7 +14,7 @@ from rankline.formats.files import (
     write_run,
     write_topics,
 )
-from rankline.formats.io import FormatError, atomic_write, cache_root, cached_folder, open_text
+from rankline.formats.io import FormatError, atomic_write, cache_root, cached_folder, check_output, open_text
 from rankline.formats.order import ranked, trec_order
 from rankline.formats.records import Candidates, Doc, Hit, Query
 
@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write",
     "cache_root",
     "cached_folder",
+    "check_output",
     "iter_corpus",
     "open_text",
     "ranked",

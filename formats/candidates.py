@@ -6,6 +6,11 @@
   "score", "content"}]}]``;
 - a TREC run together with a topics file and a corpus file (any format of rankline.formats);
   hits are taken in trec_eval order.
+
+A UTF-8 byte-order mark at the start of any of these files is dropped. A query twice in a file, or a
+document twice in one query's candidates, is an error that names the file, the line (where the format
+has lines), the query and the document: every command that reads candidates refuses them alike, as
+`rankline eval` refuses a document twice in a run.
 """
 from __future__ import annotations
 
@@ -30,8 +35,34 @@ def _field(path: PathLike, where: int | None, obj: Any, key: str, kind: type | t
     return value
 
 
+class _Seen:
+    """The queries of a candidates file, and the documents of each: a query twice in the file, or a
+    document twice in one query's list, is refused (naming the file, the line where known, the query
+    and the document) instead of one copy silently replacing the other."""
+
+    def __init__(self, path: PathLike):
+        self.path = path
+        self.queries: dict[str, str] = {}  # qid -> where it was first seen
+
+    def query(self, qid: str, where: str, line_no: int | None) -> None:
+        if qid in self.queries:
+            raise FormatError(self.path, line_no, f"{where}: query {qid!r} appears twice (first in {self.queries[qid]}); "
+                              "each query may have one candidate list")
+        self.queries[qid] = where if line_no is None else f"line {line_no}"
+
+    def hits(self, qid: str, hits: list[Hit], what: str, line_no: int | None) -> tuple[Hit, ...]:
+        first: dict[str, int] = {}
+        for j, hit in enumerate(hits):
+            if hit.docid in first:
+                raise FormatError(self.path, line_no, f"query {qid!r}: document {hit.docid!r} appears twice in its "
+                                  f"candidates ({what} {first[hit.docid]} and {j})")
+            first[hit.docid] = j
+        return tuple(hits)
+
+
 def _read_requests(path: PathLike) -> list[Candidates]:
     out = []
+    seen = _Seen(path)
     with open_text(path) as fh:
         for line_no, line in enumerate(fh, 1):
             if not line.strip():
@@ -43,6 +74,7 @@ def _read_requests(path: PathLike) -> list[Candidates]:
             what = "request"
             qid = str(_field(path, line_no, obj, "qid", (str, int), what))
             query = _field(path, line_no, obj, "query", str, what)
+            seen.query(qid, "request", line_no)
             hits = []
             for j, cand in enumerate(_field(path, line_no, obj, "candidates", list, what)):
                 what = f"candidate {j}"
@@ -52,7 +84,7 @@ def _read_requests(path: PathLike) -> list[Candidates]:
                     _field(path, line_no, cand, "text", str, what),
                     cand.get("title") or "",
                 ))
-            out.append(Candidates(Query(qid, query), tuple(hits)))
+            out.append(Candidates(Query(qid, query), seen.hits(qid, hits, "candidates", line_no)))
     return out
 
 
@@ -65,22 +97,27 @@ def _read_rank_llm(path: PathLike) -> list[Candidates]:
     if not isinstance(data, list):
         raise FormatError(path, None, "expected a JSON list of {'query', 'hits'} objects")
     out = []
+    seen = _Seen(path)
     for i, obj in enumerate(data):
         what = f"entry {i}"
         query = _field(path, None, obj, "query", str, what)
         raw_hits = _field(path, None, obj, "hits", list, what)
         if not raw_hits:
             raise FormatError(path, None, f"{what}: no hits, so no qid")
+        qid = str(_field(path, None, raw_hits[0], "qid", (str, int), f"entry {i} hit 0"))
+        seen.query(qid, what, None)
         hits = []
         for j, h in enumerate(raw_hits):
             what = f"entry {i} hit {j}"
+            hit_qid = str(_field(path, None, h, "qid", (str, int), what))
+            if hit_qid != qid:
+                raise FormatError(path, None, f"{what}: qid {hit_qid!r}, but hit 0 of the entry has qid {qid!r}")
             hits.append(Hit(
                 str(_field(path, None, h, "docid", (str, int), what)),
                 float(_field(path, None, h, "score", (int, float), what)),
                 _field(path, None, h, "content", str, what),
             ))
-        qid = str(_field(path, None, raw_hits[0], "qid", (str, int), f"entry {i} hit 0"))
-        out.append(Candidates(Query(qid, query), tuple(hits)))
+        out.append(Candidates(Query(qid, query), seen.hits(qid, hits, f"entry {i} hits", None)))
     return out
 
 

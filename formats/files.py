@@ -7,7 +7,9 @@ or BEIR TSV with the ``query-id corpus-id score`` header. Topics: ``qid<TAB>text
 ``{"id","contents"}`` jsonl(.gz) and ``docid<TAB>text`` / ``docid<TAB>title<TAB>text`` TSV.
 
 Parsing is strict: a malformed line raises :class:`FormatError` naming the file, the line and what
-was expected, and nothing is silently skipped (only blank lines carry no record). Writers are atomic.
+was expected, and nothing is silently skipped (only blank lines carry no record). A UTF-8 byte-order
+mark at the start of a file is dropped (see `open_text`); one inside a file, which would turn its
+line's id into another id, is an error. Writers are atomic.
 """
 from __future__ import annotations
 
@@ -25,15 +27,24 @@ Qrels = dict[str, dict[str, int]]
 PathLike = str | os.PathLike
 
 BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
+BOM = "\ufeff"
 
 
 def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline) for every non-blank line of `path`."""
-    with open_text(path) as fh:
+    with open_text(path) as fh:  # drops a byte-order mark at the start of the file
         for line_no, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if line.strip():
+                if line[0] == BOM:
+                    raise _bom_error(path, line_no)
                 yield line_no, line
+
+
+def _bom_error(path: PathLike, line_no: int) -> FormatError:
+    """A byte-order mark after the start of a file: kept, it would make the line's id another id."""
+    return FormatError(path, line_no, "a byte-order mark (U+FEFF) starts this line, inside the file "
+                       "(were files with byte-order marks joined?); remove it")
 
 
 def _is_jsonl(path: PathLike) -> bool:
@@ -105,6 +116,8 @@ def read_run(path: PathLike) -> Run:
             if value - value != 0.0:  # NaN or infinite
                 raise FormatError(path, line_no, f"expected a finite score in field 5, got {score!r}")
             if q != qid:
+                if q[0] == BOM:  # a BOM inside the file (open_text drops the one at its start)
+                    raise _bom_error(path, line_no)
                 qid, docs = q, run.setdefault(q, {})
             if docid in docs:
                 raise FormatError(path, line_no, f"document {docid!r} appears twice for query {qid!r}")
