@@ -19,6 +19,7 @@ from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import MAX_IDENTIFIERS, Passage, fit_listwise_prompt, ranking_output_tokens
 from rankline.rerankers.ranking import SlidingWindow, complete_permutation, rerank_sliding
 
+DEFAULT_STRIDE = 10  # rank_llm's step
 _IDENTIFIER = re.compile(r"\[\s*([A-Z])\s*\]")
 
 
@@ -29,19 +30,27 @@ def parse_ranking(text: str, n: int) -> list[int]:
 
 @dataclass(frozen=True)
 class ListwiseOptions:
-    """window / stride: the sliding window (passages per prompt, and how far it moves up);
+    """window / stride: the sliding window (passages per prompt, and how far it moves up; the stride
+    defaults to rank_llm's 10, or to the window when that is smaller, and may not exceed the window);
     batch_size: windows per forward pass (None: 1 on the CPU, where a left-padded batch runs attention
     through the masked path and costs more than its windows one at a time, 8 on an accelerator);
-    context_size: the prompt's token budget (capped by the model's); progress: a bar over the windows."""
+    context_size: the prompt's token budget (capped by the model's); progress: a bar over the windows.
+    Every value is checked here, so `build_reranker` refuses a bad one before the model loads."""
 
     window: int = 20
-    stride: int = 10
+    stride: int | None = None
     batch_size: int | None = 8
     context_size: int = 4096
     progress: bool = False
 
     def __post_init__(self) -> None:
-        SlidingWindow(self.window, self.stride)  # window and stride >= 1
+        for name in ("window", "stride", "context_size"):
+            value = getattr(self, name)
+            if not (value is None and name == "stride") and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if self.stride is None:
+            object.__setattr__(self, "stride", min(DEFAULT_STRIDE, self.window))
+        SlidingWindow(self.window, self.stride)  # window and stride >= 1, stride <= window
         if self.window > MAX_IDENTIFIERS:
             raise ValueError(f"passages are labelled A..Z: window must be <= {MAX_IDENTIFIERS}, got {self.window}")
         for name in ("batch_size", "context_size"):

@@ -96,6 +96,71 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def _looks_like_path(name: str) -> bool:
+    """Whether `name` can only be meant as a local folder, not a Hugging Face id ("owner/name"): it is
+    absolute, relative to . or ~, has more than two parts or a trailing slash, or its first part is a
+    folder here."""
+    if name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name in (".", ".."):
+        return True
+    parts = name.split("/")
+    return len(parts) != 2 or not all(parts) or Path(parts[0]).is_dir()
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Refuse, before anything loads, a model that cannot be found: a path that is no folder here ("no
+    such model folder"), a folder without config.json, a bare name that is neither the embedded default
+    nor a Hugging Face "owner/name" id, or the embedded default without its package."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ValueError(f"model {name_or_path!r}: expected {DEFAULT_MODEL!r}, a local model folder or a Hugging Face id")
+    if name_or_path == DEFAULT_MODEL:
+        if not (cache_root() / "models" / f"{DEFAULT_MODEL}-{_CACHE_VERSION}" / "config.json").is_file():
+            embedded_gguf_path()  # the package to convert it from must be there
+        return
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{name_or_path}: not a model folder (it has no config.json)")
+        return
+    if path.exists():
+        raise ValueError(f"{name_or_path}: is a file; expected a model folder (config.json, weights, tokenizer)")
+    if _looks_like_path(name_or_path):
+        if "/" not in name_or_path and "\\" not in name_or_path:
+            raise ValueError(f"model {name_or_path!r}: expected {DEFAULT_MODEL!r}, a local model folder or a "
+                             "Hugging Face id (owner/name)")
+        raise FileNotFoundError(f"{name_or_path}: no such model folder")
+
+
+def check_device(device: Any) -> None:
+    """Refuse, in one line and before any model loads, a device torch does not know (`--device gpu`)
+    or whose accelerator this machine lacks (`--device cuda` without CUDA, `cuda:3` with 2 GPUs).
+    None (the default: CUDA when available) and "cpu" need no check and do not import torch."""
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}: expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine "
+                             f"(torch {torch.__version__} finds no CUDA GPU); use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        return
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r}: MPS (Apple GPU) is not available on this machine; use --device cpu")
+        return
+    backend = getattr(torch, dev.type, None)
+    if backend is None or not getattr(backend, "is_available", lambda: False)():
+        raise ValueError(f"device {device!r}: not available on this machine; expected cpu, cuda, cuda:N or mps")
+
+
 def load_causal_lm(
     name_or_path: str = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None
 ) -> CausalLM:
@@ -103,25 +168,33 @@ def load_causal_lm(
 
     `device` defaults to CUDA when available, else CPU; `dtype` to bf16 on a GPU and fp32 on the CPU.
     Any Hugging Face id (offline unless a hub is reachable) or local folder works, and the name
-    `smollm2-135m-instruct` loads the embedded default. The tokenizer gets a pad token (EOS when it has
-    none) so batches can be padded.
+    `smollm2-135m-instruct` loads the embedded default. The model and the device are checked first
+    (`check_model_source`, `check_device`), so a missing folder or an unusable device is one clear
+    error, not a hub lookup or a traceback. The tokenizer gets a pad token (EOS when it has none) so
+    batches can be padded.
     """
+    check_model_source(name_or_path)
+    check_device(device)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}: expected float32, bfloat16 or float16")
         dtype = getattr(torch, dtype)
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     path = resolve_model_path(name_or_path)
-    if not (Path(path).is_dir() or "/" in path):
-        raise ValueError(
-            f"model {name_or_path!r}: expected {DEFAULT_MODEL!r}, a local model folder or a Hugging Face id"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except Exception as exc:  # a folder or id that is no loadable model; transformers' messages run over lines
+        where = "" if Path(path).is_dir() else " (no local folder)"
+        message = f"model {name_or_path!r}{where}: cannot load it: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        raise (OSError if isinstance(exc, OSError) else ValueError)(message) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model = model.to(device)
     model.eval()
     return CausalLM(model=model, tokenizer=tokenizer, name=name_or_path, device=device)

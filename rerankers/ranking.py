@@ -49,7 +49,10 @@ def rerank_head(reranker: Reranker, lists: Sequence[Candidates], depth: int) -> 
 @dataclass(frozen=True)
 class SlidingWindow:
     """rank_llm's sliding window: `window` passages per call, moving up by `stride`, bottom-up over the
-    whole list it is given (rank_llm's depth is the list's length: `rerank_head` cuts it)."""
+    whole list it is given (rank_llm's depth is the list's length: `rerank_head` cuts it).
+
+    A stride larger than the window is refused: the windows would leave gaps, and the candidates in them
+    would never be reranked (rank_llm accepts such a step and silently skips them)."""
 
     window: int = 20
     stride: int = 10
@@ -57,6 +60,9 @@ class SlidingWindow:
     def __post_init__(self) -> None:
         if self.window < 1 or self.stride < 1:
             raise ValueError(f"window and stride must be >= 1, got {self.window}/{self.stride}")
+        if self.stride > self.window:
+            raise ValueError(f"stride {self.stride} is larger than window {self.window}: the candidates between "
+                             "two windows would never be reranked; give a stride <= the window")
 
     def bounds(self, n: int) -> list[tuple[int, int]]:
         """The [start, end) ranges reranked for a list of n candidates, in call order (bottom-up)."""

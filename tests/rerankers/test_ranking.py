@@ -107,3 +107,30 @@ def test_rerank_head_calls_nothing_without_hits_and_rejects_depth_zero():
     assert reranker.calls == []
     with pytest.raises(ValueError, match="depth must be >= 1"):
         rerank_head(reranker, [], depth=0)
+
+
+@pytest.mark.parametrize("window, stride", [(10, 11), (4, 10), (1, 2)])
+def test_a_stride_larger_than_the_window_is_refused(window, stride):
+    """rank_llm takes such a step and silently skips the candidates between its windows (window 4, stride
+    10 over 20 candidates would rerank only 0-4, 6-10, 16-20); here it is refused."""
+    with pytest.raises(ValueError, match=f"stride {stride} is larger than window {window}"):
+        SlidingWindow(window, stride)
+
+
+@pytest.mark.parametrize("n, window, stride", [(20, 4, 4), (45, 20, 20), (7, 3, 1), (100, 20, 10)])
+def test_every_candidate_enters_some_window(n, window, stride):
+    covered = {i for start, end in SlidingWindow(window, stride).bounds(n) for i in range(start, end)}
+    assert covered == set(range(n))
+
+
+def test_listwise_stride_defaults_to_ten_or_the_window_and_every_value_is_checked_without_a_model():
+    from rankline.rerankers.first import FirstOptions
+    from rankline.rerankers.listwise import ListwiseOptions
+
+    assert ListwiseOptions().stride == 10 and ListwiseOptions(window=4).stride == 4
+    assert FirstOptions(window=12).stride == 10 and FirstOptions(window=8, stride=3).stride == 3
+    for bad, message in [({"window": 10, "stride": 15}, "stride 15 is larger than window 10"),
+                         ({"window": 27}, "window must be <= 26"), ({"context_size": 0}, "context_size must be >= 1"),
+                         ({"window": 2.5}, "window must be an integer"), ({"parity": "vllm"}, "parity must be one of")]:
+        with pytest.raises(ValueError, match=message):
+            FirstOptions(**bad)
