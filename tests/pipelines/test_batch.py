@@ -116,7 +116,8 @@ def test_truncated_journal_line_is_cut_before_appending(ray_session, toy, lists,
 
 def test_journal_of_other_inputs_is_not_resumed(toy, lists, tmp_path):
     out = tmp_path / "out.trec"
-    journal_path(out).write_text(json.dumps({"rankline_batch": 1, "fingerprint": "other"}) + "\n")
+    journal_path(out).write_text(json.dumps({"rankline_batch": 1, "fingerprint": "other"}) + "\n"
+                                 + json.dumps({"qid": "q0", "hits": [["d", 1.0]]}) + "\n")
     with pytest.raises(ValueError, match="other inputs or settings; delete it"):
         rerank_job(lists, Executor(rerank=RerankStage(toy.ShortestFirstReranker())), out, identity={"depth": 3})
 
@@ -145,3 +146,18 @@ def test_batch_rerank_cli_equals_rerank_cli_with_first(ray_session, fixtures_dir
     assert main(["batch-rerank", *common, "--workers", "2", "--out", str(tmp_path / "ray.trec")]) == 0
     single = (tmp_path / "single.trec").read_bytes()
     assert single and (tmp_path / "ray.trec").read_bytes() == single
+
+
+def test_the_journal_appears_with_the_first_finished_query_and_an_empty_one_is_replaced(lists, tmp_path):
+    out = tmp_path / "out.trec"
+    with ResumableRun(out, lists, {}):
+        assert not journal_path(out).exists()  # a job that fails here (a model that does not load) leaves nothing
+    assert list(tmp_path.iterdir()) == []
+    journal_path(out).write_text(json.dumps({"rankline_batch": 1, "fingerprint": "an earlier, failed job"}) + "\n")
+    with ResumableRun(out, lists, {}) as run:  # holds no finished query: never blocks a job
+        assert run.resumed == 0
+        run.add(lists[0])
+    header, first = [json.loads(line) for line in journal_path(out).read_text().splitlines()]
+    assert header["fingerprint"] == fingerprint(lists, {}) and first["qid"] == lists[0].query.qid
+    with ResumableRun(out, lists, {}) as run:
+        assert run.resumed == 1

@@ -66,10 +66,23 @@ def test_interrupted_run_resumes(setup, monkeypatch):
     assert all(orders[q] == expected[q] for q in orders)
 
 
+def _interrupt_after(monkeypatch, n_calls):
+    real, calls = FirstReranker.rerank_batch, []
+
+    def interrupting(self, lists):
+        if len(calls) == n_calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(self, lists)
+
+    monkeypatch.setattr(FirstReranker, "rerank_batch", interrupting)
+
+
 def test_journal_of_other_settings_is_refused(setup, monkeypatch, capsys):
+    """A journal holding finished queries of other settings is never mixed in."""
     args, _, tmp = setup
     out = tmp / "run.trec"
-    monkeypatch.setattr(FirstReranker, "rerank_batch", lambda self, lists: (_ for _ in ()).throw(KeyboardInterrupt))
+    _interrupt_after(monkeypatch, 1)  # one query finished and journaled
     assert main(args + ["--out", str(out)]) == 130
     assert main(args + ["--window", "5", "--out", str(out)]) == 2
     assert "journal of a job with other inputs or settings" in capsys.readouterr().err
