@@ -15,6 +15,21 @@ class Retriever(Protocol):
     def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]: ...
 
 
+def check_queries(queries: Sequence[Query]) -> None:
+    """Raise ValueError naming the first query whose text is not a string of valid Unicode: a lone
+    surrogate (from bytes that are not UTF-8 decoded with surrogateescape, or half a UTF-16 pair) makes
+    the tokenizer or Lucene fail, so it is refused before either sees it."""
+    for query in queries:
+        text = query.text
+        if not isinstance(text, str):
+            raise ValueError(f"query {query.qid!r}: the text must be a string, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"query {query.qid!r}: character {exc.start + 1} ({text[exc.start]!r}) is a lone surrogate, "
+                             "not valid Unicode (a byte that is not UTF-8, or half a UTF-16 pair); send UTF-8 text") from None
+
+
 class ReopenedOnUnpickle:
     """Base of the retrievers over an index folder. Their live handles (FAISS, Lucene in the JVM,
     SQLite) cannot be pickled, so one opened by `open_retriever` travels to another process (a Ray

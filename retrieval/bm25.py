@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from rankline.retrieval.base import ReopenedOnUnpickle
+from rankline.retrieval.base import ReopenedOnUnpickle, check_queries
 from rankline.retrieval.dense import check_k
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.manifest import Manifest
@@ -34,6 +34,7 @@ class BM25Retriever(ReopenedOnUnpickle):
 
     def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
         check_k(k)
+        check_queries(queries)
         keys = [str(i) for i in range(len(queries))]  # qids need not be unique
         results = self.searcher.batch_search([q.text for q in queries], keys, k, self.threads) if queries else {}
         return [self.store.to_hits([(h.docid, h.score) for h in results.get(key, [])], with_text=self.with_text) for key in keys]

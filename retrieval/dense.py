@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rankline.retrieval import faiss_index
-from rankline.retrieval.base import ReopenedOnUnpickle
+from rankline.retrieval.base import ReopenedOnUnpickle, check_queries
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.encoder import Encoder, load_encoder
 from rankline.retrieval.manifest import Manifest
@@ -46,6 +46,7 @@ class DenseRetriever(ReopenedOnUnpickle):
 
     def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
         check_k(k)
+        check_queries(queries)
         if not queries:
             return []
         emb = self.encoder.encode_queries([q.text for q in queries], batch_size=self.batch_size, normalize=self.normalize)
