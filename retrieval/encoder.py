@@ -70,18 +70,56 @@ class Encoder:
 BACKENDS = ("auto", "torch", "onnx")
 
 
+def check_encoder_name(name: str) -> None:
+    """Cheap checks of an encoder name before anything loads: a name written as a path (absolute, or
+    starting with ., .. or ~) must be an existing folder. Model ids are checked by loading."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"--encoder must name a sentence-transformers model or folder, got {name!r}")
+    if name.lower() in _PACKAGED:
+        return
+    path = Path(name).expanduser()
+    if name.startswith(("/", "./", "../", "~")) or path.exists():
+        if not path.is_dir():
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise FileNotFoundError(f"{name}: encoder folder {what} (expected a sentence-transformers model folder)")
+
+
+def check_device(device: str | None) -> None:
+    """Raise ValueError unless `device` is None or a torch device this machine has."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown --device {device!r}: expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available here (torch sees no GPU); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: the encoder runs on cpu, cuda or mps")
+
+
 def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, backend: str = "auto") -> Encoder:
     """Load `name` offline (see :func:`resolve_encoder`) and hash its weights. `backend` "auto" runs the
     transformer in ONNX Runtime on the CPU when onnx and onnxruntime are installed and the model exports
     (a warning says why not when it does not), otherwise in PyTorch; "torch" and "onnx" insist."""
     import warnings
 
+    if backend not in BACKENDS:
+        raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_encoder_name(name)
+    check_device(device)
+
     from sentence_transformers import SentenceTransformer
 
     from rankline.retrieval.onnx_encoder import onnx_available, use_onnx_runtime
 
-    if backend not in BACKENDS:
-        raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     target = resolve_encoder(name)
     try:
         model = SentenceTransformer(target, device=device, local_files_only=True)

@@ -39,12 +39,65 @@ def new_index(spec: str, dim: int) -> Any:
         raise ValueError(f"index type {spec!r} is neither one of {', '.join(INDEX_TYPES)} nor a valid FAISS factory string") from exc
 
 
+_COMMON_DIMS = (384, 768, 1024)
+
+
+def check_index_type(index_type: str, dim: int | None = None) -> None:
+    """Raise ValueError unless `index_type` is a named type or a FAISS factory string valid for `dim`
+    dimensions (checked before any encoding, so a typo costs nothing). Without `dim` (before the
+    encoder is loaded), refuse only a string that no common encoder dimension makes valid."""
+    if not isinstance(index_type, str) or not index_type.strip():
+        raise ValueError(f"--index-type must be one of {', '.join(INDEX_TYPES)} or a FAISS factory string, got {index_type!r}")
+    if index_type.lower() in INDEX_TYPES:
+        return
+    if dim is not None:
+        new_index(index_type, dim)
+        return
+    errors = []
+    for d in _COMMON_DIMS:
+        try:
+            new_index(index_type, d)
+            return
+        except ValueError as exc:
+            errors.append(exc)
+    raise errors[0]
+
+
+def check_trainable(spec: str, dim: int, n: int) -> None:
+    """Raise ValueError when an index of factory string `spec` cannot be trained on `n` vectors (k-means
+    needs at least as many points as centroids: the IVF lists, the 2**nbits PQ codes)."""
+    need = _training_points(new_index(spec, dim))
+    if n < need:
+        raise ValueError(f"index type {spec!r} needs at least {need} documents to train, the corpus has {n}; "
+                         f"choose fewer lists or codes, or --index-type flat")
+
+
+def _training_points(index: Any) -> int:
+    import faiss
+
+    index = faiss.downcast_index(index)
+    need = 1
+    if getattr(index, "nlist", None):
+        need = max(need, int(index.nlist))
+    pq = getattr(index, "pq", None)
+    if pq is not None:
+        need = max(need, int(pq.ksub))
+    inner = getattr(index, "index", None)  # IndexPreTransform and other wrappers
+    if inner is not None:
+        need = max(need, _training_points(inner))
+    return need
+
+
 def build(embeddings: np.ndarray, spec: str) -> Any:
     """A FAISS index over `embeddings` (trained on them when the type needs training)."""
     index = new_index(spec, embeddings.shape[1])
-    if not index.is_trained:
-        index.train(np.ascontiguousarray(embeddings, dtype=np.float32))
-    index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+    data = np.ascontiguousarray(embeddings, dtype=np.float32)
+    try:
+        if not index.is_trained:
+            index.train(data)
+        index.add(data)
+    except RuntimeError as exc:
+        raise ValueError(f"cannot build FAISS index {spec!r} over {len(data)} vectors: {str(exc).splitlines()[-1]}") from exc
     return index
 
 
