@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -55,16 +56,55 @@ class Manifest:
                 raise ValueError(f"format {data.get('format')!r}, this rankline reads format {FORMAT}")
             return cls(**data)
         except (json.JSONDecodeError, TypeError, AttributeError, ValueError) as exc:
-            raise ValueError(f"{path}: corrupted or unsupported manifest ({exc})") from None
+            raise ValueError(f"{path}: corrupted or unsupported manifest ({exc}); it cannot be repaired: "
+                             "build the index again into an empty folder") from None
 
-    def verify(self, folder: Path) -> None:
-        """Raise ValueError naming the first file that is missing or whose bytes changed."""
+    def shards(self) -> list[dict[str, Any]]:
+        """The dense part's embedding shards ({"file", "start", "rows", "batch_size"}), by start; empty
+        for an index without a dense part or one built before shards were kept."""
+        return sorted(self.dense.get("shards", []), key=lambda s: s["start"]) if self.dense else []
+
+    def part_of(self, rel: str) -> str:
+        """Which part of the index the listed file `rel` belongs to: "docstore", "dense" (the FAISS
+        file), "shard" (an embedding shard) or "bm25"."""
+        if rel == self.docstore:
+            return "docstore"
+        if self.dense and rel == self.dense["file"]:
+            return "dense"
+        if any(rel == s["file"] for s in self.shards()):
+            return "shard"
+        if self.bm25 and rel.startswith(self.bm25["dir"] + "/"):
+            return "bm25"
+        raise ValueError(f"{rel}: listed in the manifest but part of nothing in it")
+
+    def damaged(self, folder: Path, *, first: bool = False) -> list[tuple[str, str]]:
+        """(file, what is wrong) for every listed file that is missing or whose bytes changed; with
+        `first`, stop at the first one."""
+        out: list[tuple[str, str]] = []
         for rel, expected in self.files.items():
             path = folder / rel
             if not path.is_file():
-                raise ValueError(f"{path}: missing from the index folder (listed in {folder / MANIFEST})")
-            if file_sha256(path) != expected:
-                raise ValueError(f"{path}: checksum mismatch: the file is truncated or corrupted; rebuild the index")
+                out.append((rel, f"missing from the index folder (listed in {folder / MANIFEST})"))
+            elif file_sha256(path) != expected:
+                out.append((rel, "checksum mismatch: the file is truncated or corrupted"))
+            if out and first:
+                break
+        return out
+
+    def repair_command(self, folder: Path) -> str:
+        corpora = " ".join(shlex.quote(s["path"]) for s in self.sources)
+        return f"rankline index {corpora} --out {shlex.quote(str(folder))} --repair"
+
+    def damage_error(self, folder: Path, rel: str, problem: str) -> ValueError:
+        """The one-line error for a damaged file: which file, what is wrong, and the command that repairs it."""
+        return ValueError(f"{folder / rel}: {problem}; repair the index with `{self.repair_command(folder)}` "
+                          "(rebuilds only the damaged parts)")
+
+    def verify(self, folder: Path) -> None:
+        """Raise ValueError naming the first file that is missing or whose bytes changed, and saying
+        how to repair the index."""
+        for rel, problem in self.damaged(folder, first=True):
+            raise self.damage_error(folder, rel, problem)
 
 
 def checksums(folder: Path, entries: list[str]) -> dict[str, str]:

@@ -1,11 +1,14 @@
-"""`rankline index`: build an index folder (dense FAISS and/or BM25) from a corpus, add to it, resume it.
+"""`rankline index`: build an index folder (dense FAISS and/or BM25) from a corpus, add to it, resume it,
+repair it.
 
     rankline index CORPUS [CORPUS ...] --out DIR [--dense] [--bm25] [--encoder NAME]
-                   [--index-type flat|hnsw|ivfpq|FACTORY] [--add]
+                   [--index-type flat|hnsw|ivfpq|FACTORY] [--add | --repair]
 
 CORPUS is a BEIR folder (corpus.jsonl), a pyserini {"id","contents"} jsonl(.gz) or a TSV file. Both
 kinds are built unless --dense or --bm25 picks one. Run the same command again after an interruption
-to resume; on an index that is already up to date it does nothing.
+to resume; on an index that is already up to date it does nothing. Every run first checks the
+index's files against the checksums in its manifest: a damaged index is refused (one line naming
+the file, exit 2) and --repair rebuilds only its damaged files, from the corpora it was built from.
 """
 from __future__ import annotations
 
@@ -19,7 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="index folder to create or update")
     parser.add_argument("--dense", action="store_true", help="build the dense index (default: both kinds)")
     parser.add_argument("--bm25", action="store_true", help="build the BM25 index (default: both kinds)")
-    parser.add_argument("--add", action="store_true", help="add these corpora's documents to the existing index in --out")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--add", action="store_true", help="add these corpora's documents to the existing index in --out")
+    mode.add_argument("--repair", action="store_true",
+                      help="rebuild only the files of the index in --out that fail their checksums (the document store, "
+                           "damaged dense shards, the FAISS index, the BM25 index), from the corpora it was built from")
     parser.add_argument("--encoder", help="sentence-transformers model name or folder (default: all-MiniLM-L6-v2, or the index's)")
     parser.add_argument("--index-type", help="flat (exact, default), hnsw, ivfpq, or any FAISS factory string")
     parser.add_argument("--no-normalize", dest="normalize", action="store_false",
@@ -37,8 +44,14 @@ def run(args: argparse.Namespace) -> int:
     options = BuildOptions(dense=args.dense or both, bm25=args.bm25 or both, encoder=args.encoder, index_type=args.index_type,
                            normalize=args.normalize, batch_size=args.batch_size, shard_size=args.shard_size,
                            device=args.device, threads=args.threads)
-    report = build_index(args.corpora, args.out, options, add=args.add)
-    if not report.built:
+    report = build_index(args.corpora, args.out, options, add=args.add, repair=args.repair)
+    if args.repair:
+        if not report.repaired:
+            print(f"{report.folder}: every file verifies; nothing to repair ({report.count} documents)")
+        else:
+            print(f"{report.folder}: repaired {len(report.repaired)} damaged file(s) ({', '.join(report.repaired)}): "
+                  f"rebuilt {', '.join(report.built)}; every file verifies")
+    elif not report.built:
         print(f"{report.folder}: up to date ({report.count} documents)")
     else:
         resumed = " (resumed)" if report.resumed else ""

@@ -40,7 +40,9 @@ def test_round_trip(tiny_encoder, corpus_a, tmp_path):
     assert manifest.count == 6 and manifest.bm25 is None
     assert manifest.dense["dim"] == 32 and manifest.dense["normalize"] and manifest.dense["factory"] == "Flat"
     assert manifest.dense["encoder_sha256"] == load_encoder(tiny_encoder).weights_sha256
-    assert set(manifest.files) == {"docs-1.sqlite", "dense-1.faiss"}
+    # the embeddings stay in the folder as checksummed shards, so a damaged one can be encoded again alone
+    assert set(manifest.files) == {"docs-1.sqlite", "dense-1.faiss", "dense-shards/000000000000.npy", "dense-shards/000000000004.npy"}
+    assert [(s["start"], s["rows"]) for s in manifest.shards()] == [(0, 4), (4, 2)]
     assert not (out / ".build").exists()
 
     retriever = open_retriever(out, "dense")
@@ -154,7 +156,8 @@ def test_incremental_add(tiny_encoder, corpus_a, corpus_b, tmp_path, index_type)
     assert (report.count, report.added) == (8, 2)
     manifest = open_index(out)
     assert manifest.generation == 2 and [s["count"] for s in manifest.sources] == [6, 2]
-    assert sorted(p.name for p in out.iterdir()) == ["dense-2.faiss", "docs-2.sqlite", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["dense-2.faiss", "dense-shards", "docs-2.sqlite", "manifest.json"]
+    assert [(s["start"], s["rows"]) for s in manifest.shards()] == [(0, 6), (6, 2)]
     retriever = open_retriever(out, "dense", nprobe=8)
     encoder = load_encoder(tiny_encoder)
     if index_type == "ivfpq":  # lossy codes on a 6-document training set: only check everything is there
