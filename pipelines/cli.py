@@ -1,8 +1,9 @@
 """The `rankline` command line: a thin dispatcher over rankline.pipelines.commands.
 
 Each subcommand lives in its own module (see commands/__init__.py). Bad input (a missing file, a
-malformed line, an unknown measure, ...) surfaces as ValueError or OSError and is reported as one
-line on stderr with exit code 2; set RANKLINE_DEBUG=1 to see the traceback instead.
+malformed line, an unknown measure, an argument that is not UTF-8 text, ...) surfaces as ValueError
+or OSError and is reported as one line on stderr with exit code 2; set RANKLINE_DEBUG=1 to see the
+traceback instead.
 """
 from __future__ import annotations
 
@@ -38,11 +39,37 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, modules
 
 
+def check_text_arguments(args: argparse.Namespace) -> None:
+    """Refuse a text argument (a query, a run tag, a measure name, ...) that is not valid UTF-8, naming
+    it. Python decodes the command line with surrogateescape, so a byte such as 0xff arrives as a lone
+    surrogate that would fail much later (in a tokenizer, or when a file is written). File names are
+    not checked: a file name may be any bytes."""
+    for dest, value in vars(args).items():
+        if dest not in TEXT_ARGUMENTS:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    name = dest.upper() if dest in _POSITIONALS else "--" + dest.replace("_", "-")
+                    raw = os.fsencode(item[exc.start]) if 0xDC80 <= ord(item[exc.start]) <= 0xDCFF else b""
+                    byte = f"byte 0x{raw[0]:02x}" if raw else f"character {item[exc.start]!r}"
+                    raise ValueError(f"argument {name}: not valid UTF-8 text ({byte} at character {exc.start + 1} "
+                                     f"of {item!r}); pass UTF-8 text") from None
+
+
+# argparse dests of the arguments that are text, not file names; positionals are named as in the usage line
+TEXT_ARGUMENTS = {"query", "tag", "measures", "device", "dtype", "split", "method", "fusion", "reranker", "parity"}
+_POSITIONALS = {"query"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     module = modules[args.command]
     try:
+        check_text_arguments(args)
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print(f"rankline {args.command}: interrupted", file=sys.stderr)

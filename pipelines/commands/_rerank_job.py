@@ -35,15 +35,22 @@ def add_job_arguments(parser: argparse.ArgumentParser, *, old_candidates: tuple[
 def run_job(args: argparse.Namespace, workers: int, place: Callable, where: str) -> int:
     """Rerank the candidates the flags name with the executor `place(executor)` returns (the executor
     itself, or it on `workers` Ray actors) and print one line on what was written."""
-    from rankline.formats import read_candidates
+    from rankline.formats import check_output, read_candidates
     from rankline.pipelines.batch import rerank_job
     from rankline.pipelines.commands._reranker_options import check_positive, reranker_stage
     from rankline.pipelines.executor import Executor
 
+    # Every flag, the model's whereabouts, the device and the output path are checked, and the whole
+    # input is read and checked, before the journal or any model exists: a mistake leaves nothing behind.
     stage = reranker_stage(args)
     check_positive(args, ("limit", "queries_per_task"))
     if not args.tag or any(c.isspace() for c in args.tag):
         raise ValueError(f"--tag must be one non-empty word, got {args.tag!r}")
+    check_output(args.out)
+    for flag in ("candidates", "topics", "corpus"):
+        given = getattr(args, flag)
+        if given is not None and args.out.exists() and given.exists() and args.out.samefile(given):
+            raise ValueError(f"--out {args.out} is the --{flag} file; the run would replace its own input")
     lists = read_candidates(args.candidates, topics=args.topics, corpus=args.corpus)[: args.limit]
     per_task = args.queries_per_task or max(1, min(8, -(-len(lists) // workers)))
     # what determines the output, for the journal's fingerprint (the device does not)

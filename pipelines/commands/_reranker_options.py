@@ -25,7 +25,9 @@ def add_reranker_arguments(parser: argparse.ArgumentParser | argparse._ArgumentG
                         help="how many candidates of each query the reranker receives: the top DEPTH are reranked, "
                              f"the rest keep their order below them (default {DEFAULT_DEPTH})")
     parser.add_argument("--window", type=int, help="first/listwise: passages per sliding window (default 20)")
-    parser.add_argument("--stride", type=int, help="first/listwise: window stride (default 10)")
+    parser.add_argument("--stride", type=int,
+                        help="first/listwise: how far the window moves up, at most --window (default 10, or the "
+                             "window when smaller)")
     parser.add_argument("--parity", choices=["rank_llm"], help="FIRST: reproduce rank_llm 0.26.0 exactly")
     parser.add_argument("--batch-size", type=int,
                         help="what one forward pass holds, which depends on the reranker: first/listwise windows, "
@@ -72,9 +74,23 @@ def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def reranker_stage(args: argparse.Namespace):
     """The rerank stage the flags describe: `build_reranker` by name (it loads the model where the
-    stage runs) and --depth."""
+    stage runs) and --depth. Every flag is checked here, before any input is read or any model loads:
+    the reranker's option values (`check_reranker`: window, stride, context size, parity, layer, ...),
+    the model's whereabouts and the device."""
     from rankline.pipelines.executor import Factory, RerankStage
     from rankline.rerankers import build_reranker
+    from rankline.rerankers.registry import check_reranker
 
     kwargs = {"model": args.model, "device": args.device, "dtype": args.dtype, **reranker_options(args)}
+    try:
+        check_reranker(args.reranker, **kwargs)
+    except ValueError as exc:
+        raise ValueError(_as_flags(str(exc))) from None
     return RerankStage(Factory(build_reranker, (args.reranker,), kwargs), args.depth)
+
+
+def _as_flags(message: str) -> str:
+    """A reranker option's message in the command line's words (context_size -> --context-size)."""
+    import re
+
+    return re.sub(r"^(\w+) (must|is)", lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2)}", message)

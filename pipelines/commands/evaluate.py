@@ -94,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_ci_arguments(args)
 
-    from rankline.formats import read_qrels
+    from rankline.formats import check_output, read_qrels
+
+    if args.out:
+        check_output(args.out)
 
     qrels = read_qrels(args.qrels)
     ci_table = ci_table_builder(args, qrels, measures)

@@ -15,7 +15,9 @@ recomputes nothing already labelled. `--run` and `--depth` are the old spellings
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 from rankline.pipelines.commands._deprecated import add_deprecated_alias
 from rankline.pipelines.commands._reranker_options import add_model_arguments
@@ -46,23 +48,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rankline.evaluation.label_dist import expected_grades, write_label_dist
     from rankline.evaluation.labeler import LabelCache, LabelPrompt, Pair, RelevanceLabeler, default_cache_path
-    from rankline.formats import read_candidates, write_qrels
+    from rankline.formats import check_output, open_text, read_candidates, write_qrels
+    from rankline.rerankers.models import check_device, check_model_source
 
+    # Every flag, both outputs, the model's whereabouts and the device are checked, and every input is
+    # read, before the model loads.
     for flag in ("top", "batch_size", "max_passage_tokens"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    prompt = LabelPrompt(max_passage_tokens=args.max_passage_tokens,
-                         **({"template": args.prompt.read_text(encoding="utf-8")} if args.prompt else {}))
+    dist_out = args.dist_out or args.out.with_name(args.out.name + ".dist")
+    check_output(args.out)
+    check_output(dist_out)
+    check_model_source(args.model)
+    check_device(args.device)
+    template = {}
+    if args.prompt:
+        with open_text(args.prompt) as fh:
+            template["template"] = fh.read()
+    try:
+        prompt = LabelPrompt(max_passage_tokens=args.max_passage_tokens, **template)
+    except ValueError as exc:
+        raise ValueError(f"{args.prompt}: {exc}" if args.prompt else str(exc)) from None
     lists = sorted(read_candidates(args.candidates, topics=args.topics, corpus=args.corpus), key=lambda c: c.query.qid)
     pairs = [Pair(c.query.qid, c.query.text, hit.docid, f"{hit.title} {hit.text}".strip() if hit.title else hit.text)
              for c in lists for hit in c.hits[: args.top]]
+    cache_path = args.cache or default_cache_path()
+    with _cache_errors(cache_path):
+        cache = LabelCache(cache_path)
 
     from rankline.rerankers.models import load_causal_lm
 
     lm = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
     labeler = RelevanceLabeler(lm.model, lm.tokenizer, model_name=args.model, prompt=prompt,
-                               batch_size=args.batch_size, cache=LabelCache(args.cache or default_cache_path()))
-    dists = labeler.label(pairs)
-    write_label_dist(args.dist_out or args.out.with_name(args.out.name + ".dist"), dists)
+                               batch_size=args.batch_size, cache=cache)
+    with _cache_errors(cache_path):
+        dists = labeler.label(pairs)
+    write_label_dist(dist_out, dists)
     write_qrels(args.out, expected_grades(dists, argmax=args.argmax))
     return 0
+
+
+@contextlib.contextmanager
+def _cache_errors(path: Path) -> Iterator[None]:
+    """An unusable label cache (not a SQLite file, a locked or read-only one) as one line naming it."""
+    import sqlite3
+
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise ValueError(f"{path}: label cache: {exc} (give another --cache, or delete this one)") from None

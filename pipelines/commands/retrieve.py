@@ -37,9 +37,13 @@ def add_retriever_arguments(parser: argparse.ArgumentParser, *, index_required: 
 
 
 def retriever_options(args: argparse.Namespace) -> dict[str, Any]:
-    """open_retriever's keyword options for args.method."""
+    """open_retriever's keyword options for args.method, after checking --k and --device."""
     if args.k <= 0:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
+    if args.device is not None:
+        from rankline.rerankers.models import check_device
+
+        check_device(args.device)  # an unknown or unavailable device: one line, before the index opens
     dense = {"encoder": args.encoder, "device": args.device, "nprobe": args.nprobe, "ef_search": args.ef_search}
     bm25 = {"k1": args.k1, "b": args.b}
     hybrid = {"fusion": args.fusion, "rrf_k": args.rrf_k, "alpha": args.alpha, "fusion_depth": args.fusion_depth}
@@ -63,11 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from rankline.formats import write_run
+    from rankline.formats import check_output, write_run
     from rankline.retrieval.corpus import load_queries
     from rankline.retrieval.retrievers import open_retriever
 
+    # every flag and the output path are checked before the index opens or any query runs
     options = retriever_options(args)
+    tag = args.tag or f"rankline-{args.method}"
+    if any(c.isspace() for c in tag):
+        raise ValueError(f"--tag must be one non-empty word, got {tag!r}")
+    for flag in ("batch_size", "threads"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    check_output(args.out)
     if args.method in ("bm25", "hybrid"):
         options["threads"] = args.threads
     queries = load_queries(args.topics, args.split)
@@ -81,6 +93,6 @@ def run(args: argparse.Namespace) -> int:
                 kept = [h for h in hits if not (args.remove_query and h.docid == query.qid)][: args.k]
                 run_[query.qid] = {h.docid: h.score for h in kept}
             bar.update(len(batch))
-    write_run(args.out, run_, tag=args.tag or f"rankline-{args.method}")
+    write_run(args.out, run_, tag=tag)
     print(f"{args.out}: {len(run_)} queries, top {args.k} by {args.method}")
     return 0
