@@ -15,10 +15,11 @@ has lines), the query and the document: every command that reads candidates refu
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
-from rankline.formats.files import iter_corpus, read_run, read_topics
+from rankline.formats.files import id_problem, iter_corpus, read_run, read_topics
 from rankline.formats.io import FormatError, open_text
 from rankline.formats.order import ranked
 from rankline.formats.records import Candidates, Hit, Query
@@ -32,6 +33,22 @@ def _field(path: PathLike, where: int | None, obj: Any, key: str, kind: type | t
     value = obj[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         raise FormatError(path, where, f"{what}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _id(path: PathLike, where: int | None, obj: Any, key: str, what: str) -> str:
+    """A qid or docid field (a string, or an integer): one word, as the TREC run it ends up in needs."""
+    value = str(_field(path, where, obj, key, (str, int), what))
+    problem = id_problem(value)
+    if problem is not None:
+        raise FormatError(path, where, f"{what}: {key} {value!r} {problem}; ids must be one word")
+    return value
+
+
+def _score(path: PathLike, where: int | None, obj: Any, what: str) -> float:
+    value = float(_field(path, where, obj, "score", (int, float), what))
+    if not math.isfinite(value):
+        raise FormatError(path, where, f"{what}: expected a finite score, got {value!r}")
     return value
 
 
@@ -72,15 +89,15 @@ def _read_requests(path: PathLike) -> list[Candidates]:
             except json.JSONDecodeError as exc:
                 raise FormatError(path, line_no, f"expected a JSON object ({exc.msg})") from None
             what = "request"
-            qid = str(_field(path, line_no, obj, "qid", (str, int), what))
+            qid = _id(path, line_no, obj, "qid", what)
             query = _field(path, line_no, obj, "query", str, what)
             seen.query(qid, "request", line_no)
             hits = []
             for j, cand in enumerate(_field(path, line_no, obj, "candidates", list, what)):
                 what = f"candidate {j}"
                 hits.append(Hit(
-                    str(_field(path, line_no, cand, "docid", (str, int), what)),
-                    float(_field(path, line_no, cand, "score", (int, float), what)),
+                    _id(path, line_no, cand, "docid", what),
+                    _score(path, line_no, cand, what),
                     _field(path, line_no, cand, "text", str, what),
                     cand.get("title") or "",
                 ))
@@ -104,7 +121,7 @@ def _read_rank_llm(path: PathLike) -> list[Candidates]:
         raw_hits = _field(path, None, obj, "hits", list, what)
         if not raw_hits:
             raise FormatError(path, None, f"{what}: no hits, so no qid")
-        qid = str(_field(path, None, raw_hits[0], "qid", (str, int), f"entry {i} hit 0"))
+        qid = _id(path, None, raw_hits[0], "qid", f"entry {i} hit 0")
         seen.query(qid, what, None)
         hits = []
         for j, h in enumerate(raw_hits):
@@ -113,8 +130,8 @@ def _read_rank_llm(path: PathLike) -> list[Candidates]:
             if hit_qid != qid:
                 raise FormatError(path, None, f"{what}: qid {hit_qid!r}, but hit 0 of the entry has qid {qid!r}")
             hits.append(Hit(
-                str(_field(path, None, h, "docid", (str, int), what)),
-                float(_field(path, None, h, "score", (int, float), what)),
+                _id(path, None, h, "docid", what),
+                _score(path, None, h, what),
                 _field(path, None, h, "content", str, what),
             ))
         out.append(Candidates(Query(qid, query), seen.hits(qid, hits, f"entry {i} hits", None)))
@@ -128,7 +145,12 @@ def _read_trec(path: PathLike, topics_path: PathLike, corpus_path: PathLike) -> 
     if missing:
         raise ValueError(f"{topics_path}: no text for {len(missing)} queries of {path} (e.g. {missing[0]!r})")
     wanted = {docid for docs in run.values() for docid in docs}
-    docs = {r.docid: r for r in iter_corpus(corpus_path) if r.docid in wanted}
+    docs: dict[str, Any] = {}
+    for r in iter_corpus(corpus_path):
+        if r.docid in wanted:
+            if r.docid in docs:  # which text would the reranker read? (an index refuses this corpus too)
+                raise FormatError(corpus_path, None, f"document {r.docid!r} appears twice")
+            docs[r.docid] = r
     absent = wanted - docs.keys()
     if absent:
         raise ValueError(f"{corpus_path}: {len(absent)} documents of {path} not found (e.g. {min(absent)!r})")
@@ -161,6 +183,8 @@ def read_candidates(
     if topics is not None and corpus is not None:
         return _read_trec(path, topics, corpus)
     first = _first_char(path)
+    if not first:
+        raise FormatError(path, None, "the file is empty; expected a requests jsonl or rank_llm JSON")
     if first == "[":
         return _read_rank_llm(path)
     if first == "{":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Iterable, Iterator, Mapping
 
 from rankline.formats.io import FormatError, atomic_write, open_text
@@ -39,6 +40,28 @@ def _lines(path: PathLike) -> Iterator[tuple[int, str]]:
                 if line[0] == BOM:
                     raise _bom_error(path, line_no)
                 yield line_no, line
+
+
+_WHITESPACE = re.compile(r"\s")
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` cannot be a query or document id in a TREC file (None if it can): an id is one
+    non-empty word, as the whitespace-separated TREC formats need (an id "q 1" would be written as
+    the id "q" followed by a shifted line)."""
+    if not value:
+        return "is empty"
+    if _WHITESPACE.search(value):
+        return "contains whitespace"
+    return None
+
+
+def _check_id(path: PathLike, line_no: int | None, kind: str, value: str) -> str:
+    problem = id_problem(value)
+    if problem is not None:
+        raise FormatError(path, line_no, f"{kind} id {value!r} {problem}; ids must be one word (TREC files split on "
+                          "whitespace)")
+    return value
 
 
 def _bom_error(path: PathLike, line_no: int) -> FormatError:
@@ -140,10 +163,27 @@ def write_run(path: PathLike, run: Mapping[str, Mapping[str, float]], tag: str =
     """Write ``{qid: {docid: score}}`` as a TREC run, ranks numbered in trec_eval order (atomic)."""
     if not tag or any(c.isspace() for c in tag):
         raise ValueError(f"run tag must be one non-empty word, got {tag!r}")
+    _check_ids(path, run)
     with atomic_write(path) as fh:
         for qid, docs in run.items():
             for rank, (docid, score) in enumerate(ranked(docs), 1):
-                fh.write(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n")
+                score = float(score)
+                if score - score != 0.0:
+                    raise ValueError(f"{path}: query {qid!r}: document {docid!r} has the score {score!r}; "
+                                     "a run holds finite scores")
+                fh.write(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
+
+
+def _check_ids(path: PathLike, table: Mapping[str, Mapping[str, object]]) -> None:
+    """Refuse, before writing `path`, a query or document id that a TREC file cannot hold."""
+    for qid, docs in table.items():
+        problem = id_problem(qid)
+        if problem is not None:
+            raise ValueError(f"{path}: cannot write query id {qid!r}: it {problem}")
+        for docid in docs:
+            problem = id_problem(docid)
+            if problem is not None:
+                raise ValueError(f"{path}: cannot write document id {docid!r} of query {qid!r}: it {problem}")
 
 
 # -------------------------------------------------------------------------------------------- qrels
@@ -188,6 +228,7 @@ def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]) -> Iterator[
 
 def write_qrels(path: PathLike, qrels: Mapping[str, Mapping[str, int]], *, beir: bool = False) -> None:
     """Write judgments as TREC qrels (``qid 0 docid rel``) or, with ``beir=True``, BEIR TSV (atomic)."""
+    _check_ids(path, qrels)
     with atomic_write(path) as fh:
         if beir:
             fh.write("\t".join(BEIR_QRELS_HEADER) + "\n")
@@ -212,6 +253,7 @@ def read_topics(path: PathLike) -> dict[str, str]:
             if not sep or not qid.strip() or not text.strip():
                 raise FormatError(path, line_no, "expected 'qid<TAB>query text'")
             qid = qid.strip()
+        _check_id(path, line_no, "query", qid)
         if qid in topics:
             raise FormatError(path, line_no, f"query {qid!r} appears twice")
         topics[qid] = text
@@ -246,13 +288,13 @@ def iter_corpus(path: PathLike) -> Iterator[Doc]:
         if jsonl:
             obj = _json_object(path, line_no, line)
             if "_id" in obj:
-                yield Doc(
+                doc = Doc(
                     _json_str(path, line_no, obj, "_id"),
                     _json_str(path, line_no, obj, "text"),
                     _json_str(path, line_no, obj, "title", required=False),
                 )
             elif "id" in obj:
-                yield Doc(
+                doc = Doc(
                     _json_str(path, line_no, obj, "id"),
                     _json_str(path, line_no, obj, "contents"),
                     _json_str(path, line_no, obj, "title", required=False),
@@ -262,11 +304,13 @@ def iter_corpus(path: PathLike) -> Iterator[Doc]:
         else:
             fields = line.split("\t")
             if len(fields) == 2:
-                yield Doc(fields[0], fields[1])
+                doc = Doc(fields[0], fields[1])
             elif len(fields) == 3:
-                yield Doc(fields[0], fields[2], fields[1])
+                doc = Doc(fields[0], fields[2], fields[1])
             else:
                 raise FormatError(path, line_no, f"expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', got {len(fields)} fields")
+        _check_id(path, line_no, "document", doc.docid)
+        yield doc
 
 
 def write_corpus(path: PathLike, records: Iterable[Doc], *, pyserini: bool = False) -> None:

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     dist_out = args.dist_out or args.out.with_name(args.out.name + ".dist")
     check_output(args.out)
     check_output(dist_out)
+    if dist_out.resolve() == args.out.resolve():
+        raise ValueError(f"--dist-out {dist_out} is the --out file; give the distributions another name")
     check_model_source(args.model)
     check_device(args.device)
     template = {}

@@ -263,3 +263,50 @@ def test_writing_over_a_folder_or_through_a_file_is_refused_before_writing(tmp_p
     with pytest.raises(NotADirectoryError, match=f"{tmp_path / 'file' / 'run.trec'}: cannot write: .*file is a file"):
         write_run(tmp_path / "file" / "run.trec", {"q": {"d": 1.0}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"]
+
+
+# ------------------------------------------------------------------------------------ ids
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("c.jsonl", json.dumps({"qid": "q 1", "query": "x", "candidates": []}) + "\n", r"c.jsonl:1: request: qid 'q 1' contains whitespace"),
+    ("c.jsonl", json.dumps({"qid": "", "query": "x", "candidates": []}) + "\n", r"c.jsonl:1: request: qid '' is empty"),
+    ("c.jsonl", json.dumps({"qid": "q1", "query": "x", "candidates": [{"docid": "d\t1", "score": 1, "text": "t"}]}) + "\n",
+     r"c.jsonl:1: candidate 0: docid 'd\\t1' contains whitespace"),
+    ("c.jsonl", '{"qid": "q1", "query": "x", "candidates": [{"docid": "d1", "score": NaN, "text": "t"}]}\n',
+     r"c.jsonl:1: candidate 0: expected a finite score, got nan"),
+    ("c.json", json.dumps([{"query": "x", "hits": [{"qid": "q1", "docid": "d 1", "score": 1, "content": "t"}]}]),
+     r"c.json: entry 0 hit 0: docid 'd 1' contains whitespace"),
+    ("c.jsonl", "\n\n", r"c.jsonl: the file is empty"),
+])
+def test_candidates_ids_are_one_word_and_scores_finite(tmp_path, name, text, message):
+    """A qid "q 1" would be written into the output run as qid "q" and a shifted line."""
+    with pytest.raises(FormatError, match=message):
+        read_candidates(_write(tmp_path / name, text))
+
+
+def test_topics_and_corpus_ids_are_one_word(tmp_path):
+    with pytest.raises(FormatError, match=r"t.jsonl:2: query id 'q 2' contains whitespace"):
+        read_topics(_write(tmp_path / "t.jsonl", '{"_id": "q1", "text": "a"}\n{"_id": "q 2", "text": "b"}\n'))
+    with pytest.raises(FormatError, match=r"c.jsonl:1: document id 'd 1' contains whitespace"):
+        list(iter_corpus(_write(tmp_path / "c.jsonl", '{"_id": "d 1", "text": "a"}\n')))
+
+
+def test_writers_refuse_what_a_trec_file_cannot_hold(tmp_path):
+    from rankline.formats import write_qrels
+
+    for run, message in [({"q 1": {"d": 1.0}}, "cannot write query id 'q 1': it contains whitespace"),
+                         ({"q": {"": 1.0}}, "cannot write document id '' of query 'q': it is empty"),
+                         ({"q": {"d": float("nan")}}, "document 'd' has the score nan")]:
+        with pytest.raises(ValueError, match=message):
+            write_run(tmp_path / "r.trec", run)
+    with pytest.raises(ValueError, match="cannot write document id 'd 2'"):
+        write_qrels(tmp_path / "q.txt", {"q": {"d 2": 1}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_document_twice_in_the_corpus_of_a_trec_run_is_refused(tmp_path):
+    run, topics = _write(tmp_path / "r.trec", "q1 Q0 d1 1 1.0 t\n"), _write(tmp_path / "t.tsv", "q1\tx\n")
+    corpus = _write(tmp_path / "c.tsv", "d1\tone text\nd2\tother\nd1\tanother text\n")
+    with pytest.raises(FormatError, match=r"c.tsv: document 'd1' appears twice"):
+        read_candidates(run, topics=topics, corpus=corpus)
