@@ -77,8 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         if os.environ.get("RANKLINE_DEBUG"):
             raise
-        print(f"rankline {args.command}: error: {exc}", file=sys.stderr)
+        print(f"rankline {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line an error is reported as. An error raised inside a Ray actor (a reranker worker of
+    batch-rerank) arrives wrapped, its message the worker's traceback: the original error's message is
+    what the user needs. A message of several lines is joined into one."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and type(exc).__module__.split(".")[0] == "ray":
+        exc = cause
+    message = str(exc)
+    return " ".join(message.split()) if "\n" in message else message
 
 
 if __name__ == "__main__":

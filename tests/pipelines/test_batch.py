@@ -161,3 +161,21 @@ def test_the_journal_appears_with_the_first_finished_query_and_an_empty_one_is_r
     assert header["fingerprint"] == fingerprint(lists, {}) and first["qid"] == lists[0].query.qid
     with ResumableRun(out, lists, {}) as run:
         assert run.resumed == 1
+
+
+def test_a_worker_that_fails_is_one_line_and_leaves_no_journal(ray_session, fixtures_dir, tmp_path, capsys):
+    """A model folder that does not load fails inside the Ray actor: the user sees the worker's error
+    in one line (not the actor's traceback), exit 2, and nothing beside the output."""
+    from rankline.pipelines.cli import main
+
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "vocab_size": "many"}')
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text((fixtures_dir / "first-parity" / "cases.jsonl").read_text().splitlines()[0] + "\n")
+    assert main(["batch-rerank", "--candidates", str(cases), "--model", str(broken), "--device", "cpu",
+                 "--out", str(tmp_path / "out.trec")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"rankline batch-rerank: error: model '{broken}': cannot load it: ")
+    assert "ray::" not in errors[0] and "Traceback" not in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.jsonl", "model"]
