@@ -27,17 +27,20 @@ _CACHE_VERSION = "v1"
 
 @dataclass
 class CausalLM:
-    """A loaded causal LM: the model in eval mode on `device`, its tokenizer, and the name it was loaded by."""
+    """A loaded causal LM: the model in eval mode on `device`, its tokenizer, the name it was loaded by and
+    the LoRA adapter folder merged into it (None: the model as named)."""
 
     model: Any
     tokenizer: Any
     name: str
     device: Any  # torch.device
+    adapter: str | None = None
 
     def __reduce__(self):
         # A loaded model travels to another process (a Ray actor) as what loads it again there, not
         # as hundreds of MB of pickled weights.
-        return (functools.partial(load_causal_lm, self.name, device=str(self.device), dtype=self.model.dtype), ())
+        return (functools.partial(load_causal_lm, self.name, device=str(self.device), dtype=self.model.dtype,
+                                  adapter=self.adapter), ())
 
 
 def embedded_gguf_path() -> Path:
@@ -118,6 +121,9 @@ def check_model_source(name_or_path: str) -> None:
         return
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            raise ValueError(f"{name_or_path}: a LoRA adapter, not a model folder; pass it as the adapter "
+                             "(--adapter, reranker.adapter, adapter=) of its base model")
         if not (path / "config.json").is_file():
             raise ValueError(f"{name_or_path}: not a model folder (it has no config.json)")
         return
@@ -161,8 +167,21 @@ def check_device(device: Any) -> None:
         raise ValueError(f"device {device!r}: not available on this machine; expected cpu, cuda, cuda:N or mps")
 
 
+def check_adapter(adapter: Any) -> None:
+    """Refuse, before anything loads, an adapter that is not a peft LoRA adapter folder (adapter_config.json
+    and its weights), such as `rankline train`'s DIR/best."""
+    if adapter is None:
+        return
+    path = Path(str(adapter)).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{adapter}: no such adapter folder")
+    if not (path / "adapter_config.json").is_file():
+        hint = " (it has config.json: a whole model, pass it as the model)" if (path / "config.json").is_file() else ""
+        raise ValueError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json){hint}")
+
+
 def load_causal_lm(
-    name_or_path: str = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None
+    name_or_path: str = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None, adapter: str | None = None
 ) -> CausalLM:
     """Load a causal LM and its tokenizer for inference.
 
@@ -172,8 +191,12 @@ def load_causal_lm(
     (`check_model_source`, `check_device`), so a missing folder or an unusable device is one clear
     error, not a hub lookup or a traceback. The tokenizer gets a pad token (EOS when it has none) so
     batches can be padded.
+
+    `adapter`: a peft LoRA adapter folder (`rankline train`'s DIR/best) trained on this base model; it is
+    merged into the weights in fp32 (needs the `train` extra's peft), then the model is cast to `dtype`.
     """
     check_model_source(name_or_path)
+    check_adapter(adapter)
     check_device(device)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -188,13 +211,23 @@ def load_causal_lm(
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if adapter else dtype)
     except Exception as exc:  # a folder or id that is no loadable model; transformers' messages run over lines
         where = "" if Path(path).is_dir() else " (no local folder)"
         message = f"model {name_or_path!r}{where}: cannot load it: {type(exc).__name__}: {' '.join(str(exc).split())}"
         raise (OSError if isinstance(exc, OSError) else ValueError)(message) from exc
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(Path(str(adapter)).expanduser())).merge_and_unload()
+        except Exception as exc:
+            raise ValueError(f"{adapter}: cannot apply this adapter to model {name_or_path!r}: "
+                             f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        model = model.to(dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model.to(device)
     model.eval()
-    return CausalLM(model=model, tokenizer=tokenizer, name=name_or_path, device=device)
+    return CausalLM(model=model, tokenizer=tokenizer, name=name_or_path, device=device,
+                    adapter=None if adapter is None else str(adapter))
