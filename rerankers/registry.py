@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from rankline.rerankers.base import Reranker
-from rankline.rerankers.models import DEFAULT_MODEL, CausalLM, check_device, check_model_source, load_causal_lm
+from rankline.rerankers.models import (
+    DEFAULT_MODEL,
+    CausalLM,
+    check_adapter,
+    check_device,
+    check_model_source,
+    load_causal_lm,
+)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -42,7 +49,7 @@ def reranker_options(name: str) -> dict[str, object]:
 
 def check_reranker(
     name: str, model: CausalLM | str = DEFAULT_MODEL, *, device: str | None = None, dtype: str | None = None,
-    **options: Any,
+    adapter: str | None = None, **options: Any,
 ) -> Any:
     """Everything about a reranker that can be checked without loading its model, in this order: the
     name, that it takes each option, each option's value (its Options dataclass: e.g. window <= 26
@@ -62,23 +69,24 @@ def check_reranker(
         if dtype is not None and dtype not in DTYPES and not _is_torch_dtype(dtype):
             raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         _check_layer(model, getattr(checked, "layer", None))
-    elif device is not None or dtype is not None:
-        raise ValueError("device and dtype apply to a model given by name; this one is already loaded")
+        check_adapter(adapter)
+    elif device is not None or dtype is not None or adapter is not None:
+        raise ValueError("device, dtype and adapter apply to a model given by name; this one is already loaded")
     return checked
 
 
 def build_reranker(
     name: str, model: CausalLM | str = DEFAULT_MODEL, *, device: str | None = None, dtype: str | None = None,
-    **options: Any,
+    adapter: str | None = None, **options: Any,
 ) -> Reranker:
     """The reranker `name` over `model`: a loaded CausalLM, or a name or folder that `load_causal_lm` loads
-    with `device` and `dtype`. An unknown name, an option the reranker does not take, an option value it
+    with `device`, `dtype` and a LoRA `adapter` folder (`rankline train`'s DIR/best). An unknown name, an option the reranker does not take, an option value it
     rejects, a model that cannot be found or an unusable device is a ValueError (`check_reranker`),
     raised before any model loads."""
     cls = _reranker_class(name)
-    checked = check_reranker(name, model, device=device, dtype=dtype, **options)
+    checked = check_reranker(name, model, device=device, dtype=dtype, adapter=adapter, **options)
     if isinstance(model, str):
-        model = load_causal_lm(model, device=device, dtype=dtype)
+        model = load_causal_lm(model, device=device, dtype=dtype, adapter=adapter)
     return cls(model, checked)
 
 

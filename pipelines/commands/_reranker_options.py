@@ -46,6 +46,8 @@ def add_model_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGrou
 
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"causal LM: a Hugging Face id or a local folder (default: the embedded {DEFAULT_MODEL})")
+    parser.add_argument("--adapter", metavar="DIR",
+                        help="a LoRA adapter folder trained on --model (rankline train's OUT/best), merged in at load")
     if device:
         parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
@@ -82,6 +84,8 @@ def reranker_stage(args: argparse.Namespace):
     from rankline.rerankers.registry import check_reranker
 
     kwargs = {"model": args.model, "device": args.device, "dtype": args.dtype, **reranker_options(args)}
+    if getattr(args, "adapter", None):
+        kwargs["adapter"] = args.adapter
     try:
         check_reranker(args.reranker, **kwargs)
     except ValueError as exc:
