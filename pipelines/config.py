@@ -185,7 +185,7 @@ def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
 
 
 def _reranker(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
-    _only(where, "reranker.", data, {"name", "model", "depth", "options", "factory", "args", "kwargs"})
+    _only(where, "reranker.", data, {"name", "model", "adapter", "depth", "options", "factory", "args", "kwargs"})
     depth = _positive_int(where, "reranker.depth", data.get("depth", DEFAULT_DEPTH))
     if "factory" in data:
         return _factory(where, "reranker.", data), depth
@@ -203,4 +203,6 @@ def _reranker(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
     model = str(data.get("model", DEFAULT_MODEL))
     if (base / model).exists():  # a local model folder, relative to the pipeline file
         model = str(base / model)
+    if data.get("adapter") is not None:  # a LoRA adapter folder (rankline train's OUT/best), relative likewise
+        options = {**options, "adapter": str(base / str(data["adapter"]))}
     return Factory(build_reranker, (str(data["name"]),), {"model": model, **options}), depth
