@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "rerank": "rerank",
     "batch-rerank": "batch_rerank",
     "serve": "serve",
+    "train": "train",
 }
 
 
