@@ -54,10 +54,51 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, this rankline reads format {FORMAT}")
-            return cls(**data)
-        except (json.JSONDecodeError, TypeError, AttributeError, ValueError) as exc:
+            manifest = cls(**data)
+            manifest._check()
+            return manifest
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError, KeyError, ValueError) as exc:
             raise ValueError(f"{path}: corrupted or unsupported manifest ({exc}); it cannot be repaired: "
                              "build the index again into an empty folder") from None
+
+    def _check(self) -> None:
+        """Raise ValueError/TypeError/KeyError unless the fields hang together: every part's files are
+        listed with a sha256, every path stays inside the folder, the shards tile the documents."""
+        def inside(rel: Any) -> str:
+            if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+                raise ValueError(f"path {rel!r} is not inside the index folder")
+            return rel
+
+        def listed(rel: str) -> None:
+            if inside(rel) not in self.files:
+                raise ValueError(f"{rel} has no checksum")
+
+        if not isinstance(self.count, int) or not isinstance(self.generation, int) or self.count < 0:
+            raise ValueError("generation and count must be integers")
+        if not isinstance(self.files, dict) or not all(isinstance(v, str) and len(v) == 64 for v in self.files.values()):
+            raise ValueError("files must map paths to sha256 digests")
+        for rel in self.files:
+            inside(rel)
+        if not isinstance(self.sources, list) or not all(isinstance(s["sha256"], str) and isinstance(s["path"], str)
+                                                          and isinstance(s["count"], int) for s in self.sources):
+            raise ValueError("sources must list path, sha256 and count of each corpus")
+        listed(self.docstore)
+        if self.dense is not None:
+            for key in ("file", "encoder", "encoder_sha256", "dim", "normalize", "index_type", "factory"):
+                self.dense[key]
+            listed(self.dense["file"])
+            end = 0
+            for shard in self.shards():
+                listed(shard["file"])
+                if not isinstance(shard["start"], int) or not isinstance(shard["rows"], int) or shard["start"] < end or shard["rows"] <= 0:
+                    raise ValueError(f"dense shard {shard['file']} overlaps another or is empty")
+                end = shard["start"] + shard["rows"]
+            if end > self.count:
+                raise ValueError(f"dense shards cover {end} documents, the index {self.count}")
+        if self.bm25 is not None:
+            prefix = inside(self.bm25["dir"]) + "/"
+            if not any(rel.startswith(prefix) for rel in self.files):
+                raise ValueError(f"{self.bm25['dir']} has no checksummed files")
 
     def shards(self) -> list[dict[str, Any]]:
         """The dense part's embedding shards ({"file", "start", "rows", "batch_size"}), by start; empty

@@ -379,3 +379,27 @@ def test_manifest_part_of(tiny_encoder, corpus_a, tmp_path):
     manifest = Manifest.read(tmp_path / "idx")
     parts = {manifest.part_of(rel) for rel in manifest.files}
     assert parts == {"docstore", "dense", "shard", "bm25"}
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda m: m["dense"].pop("file"),
+    lambda m: m.update(docstore="../elsewhere.sqlite"),
+    lambda m: m["files"].pop("dense-shards/000000000002.npy"),
+    lambda m: m["dense"]["shards"][1].update(start=1),
+    lambda m: m["dense"]["shards"].append({"file": "dense-shards/000000000099.npy", "start": 99, "rows": 1}),
+    lambda m: m.update(files=[]),
+])
+def test_an_inconsistent_manifest_is_one_clear_error(tiny_encoder, corpus_a, tmp_path, capsys, tamper):
+    """A manifest that parses but does not hang together (hand-edited, or damaged in a way JSON
+    survives) is refused by every command as corrupted, never a KeyError traceback or a path outside."""
+    out = tmp_path / "idx"
+    build_index([corpus_a], out, _dense(tiny_encoder))
+    data = json.loads((out / "manifest.json").read_text())
+    tamper(data)
+    (out / "manifest.json").write_text(json.dumps(data))
+    for argv in (["index", str(corpus_a), "--out", str(out), "--dense"], ["index", str(corpus_a), "--out", str(out), "--repair"],
+                 ["search", str(out), "apples"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "manifest.json: corrupted or unsupported manifest" in err[0]
