@@ -13,7 +13,7 @@ OUT    ?= out/demo
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test
+.PHONY: install chromium demo test
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,19 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 install: $(STAMP)
+
+# The browser tests drive headless Chromium from Debian's packages; install them where missing
+# (as root, or through sudo). If that is impossible, say why and go on: the browser tests then fail
+# with the same advice.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "chromium is not installed and neither root nor sudo can install it:" \
+			"run 'apt-get install -y chromium chromium-driver' as root for the browser tests" >&2; exit 0; fi; \
+		echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+		$$SUDO apt-get install -y chromium chromium-driver || $$SUDO sh -c 'apt-get update && apt-get install -y chromium chromium-driver' \
+			|| echo "could not install chromium and chromium-driver (see apt-get's message above);" \
+				"the browser tests will fail until they are installed" >&2; }
 
 demo: $(STAMP)
 	mkdir -p $(OUT)
@@ -68,7 +81,7 @@ demo: $(STAMP)
 	$(BIN)/rankline label --topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --candidates $(DATA)/trec-dl-2019/candidates/BM25.trec \
 		--corpus $(DATA)/trec-dl-2019/passages.jsonl.gz --top 2 --out $(OUT)/smollm2-labels.qrels
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	# Unused imports and names, undefined names: the tests would not catch them all.
 	$(BIN)/python -m pyflakes formats evaluation retrieval kernels rerankers pipelines tests benchmarks
 	$(BIN)/python -m pytest

@@ -128,6 +128,13 @@ class Table:
         return replace(self, human=extend(self.human), llm=extend(self.llm),
                        grid=None if self.grid is None else extend(self.grid, crc.paired_grid))
 
+    def llm_only(self, estimand: str = "all") -> np.ndarray:
+        """Every column's mean with LLM labels alone, over all queries or (estimand "unlabelled") over
+        the queries without human labels: the point an LLM-judged leaderboard would report."""
+        if estimand not in ("all", "unlabelled"):
+            raise ValueError(f"unknown estimand {estimand!r}; expected 'all' or 'unlabelled'")
+        return self.llm[self.human.shape[0] if estimand == "unlabelled" else 0:].mean(axis=0)
+
     def interval(self, method: str, alpha: float = 0.05, seed: int = 0) -> Interval:
         """Every column's interval for the mean over the benchmark (see Interval.estimand); arrays of
         the columns' shape. CRC's bound on the unlabelled queries is restated for all queries (labelled

@@ -6,8 +6,11 @@
 
 adds to each run's JSON entry ``"ci": {"<measure>": {"method", "estimand", "estimate", "lower",
 "upper", "n_labelled", "n_total"}}`` and, to every run but the baseline (the first),
-``"ci_vs_baseline"`` of the same form for the mean paired difference run - baseline. Only the human
-labels of the labelled queries are read into the intervals; ``--alpha`` is eval's own option.
+``"ci_vs_baseline"`` of the same form for the mean paired difference run - baseline, and to each
+run ``"ci_references": {"<measure>": {"llm_only": float, "human": {...}}}``: the mean with LLM labels
+alone (over the method's estimand) and the human-only t interval, the two things the method improves
+on. Only the human labels of the labelled queries are read into the intervals; ``--alpha`` is eval's
+own option.
 
 The label files are read before the runs; each run, read once, is scored by every label source as
 eval scores it (rankline.evaluation.ci.TableBuilder), and every interval, paired differences
@@ -82,12 +85,19 @@ def add_ci_entries(report: dict[str, Any], builder, args: argparse.Namespace) ->
     """Add "ci" (and "ci_vs_baseline") to every run entry of `report`, whose runs were added to
     `builder` in the report's order with the baseline first: every interval in one pass over the table."""
     names, measures = list(report["runs"]), report["measures"]
-    interval = builder.table().paired(baseline=0).interval(args.ci, args.alpha, args.seed)
+    table = builder.table()
+    interval = table.paired(baseline=0).interval(args.ci, args.alpha, args.seed)
+    human = table.interval("human", args.alpha)
+    llm_only = table.llm_only(interval.estimand)
 
     def entries(column: int) -> dict[str, dict]:
         return {measure: interval.column((column, j)).as_dict() for j, measure in enumerate(measures)}
 
     for i, name in enumerate(names):
         report["runs"][name]["ci"] = entries(i)
+        report["runs"][name]["ci_references"] = {
+            measure: {"llm_only": float(llm_only[i, j]), "human": human.column((i, j)).as_dict()}
+            for j, measure in enumerate(measures)
+        }
     for k, name in enumerate(names[1:]):
         report["runs"][name]["ci_vs_baseline"] = entries(len(names) + k)

@@ -2,6 +2,7 @@
 
     rankline eval QRELS RUN [RUN ...] -m nDCG@10 RR@10 R@100 AP [--per-query] [--complete]
                   [--format table|json|csv] [--test t|randomization|none] [--alpha 0.05] [--out FILE]
+                  [--report FILE.html]
     rankline eval --list-measures
 
 Every input file is read once: the qrels, then each run, which every label source scores before the
@@ -18,7 +19,9 @@ other tools read:
                                                             "n_queries"}}}}}
 
 A run's name is its file name without directories and without a trailing ``.gz``; ``significance``
-is present for every run but the baseline.
+is present for every run but the baseline. With ``--ci`` the table output adds a table of the
+intervals. ``--report FILE.html`` also writes the report as one self-contained page
+(rankline.evaluation.report): the table, per-query difference plots and, with ``--ci``, forest plots.
 """
 from __future__ import annotations
 
@@ -72,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random sign flips of the randomization test (exact when 2^queries is fewer)")
     parser.add_argument("--out", type=Path, help="write here (atomically) instead of to stdout")
     add_deprecated_alias(parser, "-o", "--output", new="--out")
+    parser.add_argument("--report", type=Path, metavar="FILE.html",
+                        help="also write an HTML page (atomically): the table, per-query difference plots of each run "
+                             "against the first and, with --ci, forest plots of the intervals")
     add_ci_arguments(parser)
 
 
@@ -96,8 +102,13 @@ def run(args: argparse.Namespace) -> int:
 
     from rankline.formats import check_output, read_qrels
 
-    if args.out:
-        check_output(args.out)
+    for path in (args.out, args.report):
+        if path:
+            check_output(path)
+    if args.report and args.report.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--report {args.report}: expected a file name ending in .html")
+    if args.out and args.report and args.out.resolve() == args.report.resolve():
+        raise ValueError(f"--report {args.report} is also --out; give them different names")
 
     qrels = read_qrels(args.qrels)
     ci_table = ci_table_builder(args, qrels, measures)
@@ -112,9 +123,14 @@ def run(args: argparse.Namespace) -> int:
     if ci_table is not None:
         add_ci_entries(report, ci_table, args)
     text = render(report, args.format, per_query=args.per_query, alpha=args.alpha)
-    if args.out:
-        from rankline.formats import atomic_write
+    from rankline.formats import atomic_write
 
+    if args.report:
+        from rankline.evaluation.report import report_html
+
+        with atomic_write(args.report) as fh:
+            fh.write(report_html(report, alpha=args.alpha))
+    if args.out:
         with atomic_write(args.out) as fh:
             fh.write(text)
     else:
@@ -230,12 +246,46 @@ def _table(report: Mapping[str, Any], rows: list[tuple[str, str, list[float], st
         cells = [f"{v:.4f}" + ("*" if significance.get(m, {}).get("p_holm", 1.0) < alpha else " ")
                  for m, v in zip(measures, values)]
         body.append([run, *([qid] if per_query else []), n, *cells])
-    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    numeric_from = header.index("queries")
-    lines = ["  ".join(str(c).ljust(w) if i < numeric_from else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = _aligned(header, body, numeric_from=header.index("queries"))
     if report["test"] != "none" and len(runs) > 1:
         test = {"t": "paired t-test", "randomization": "randomization test"}[report["test"]]
         lines.append(f"* p < {alpha:g} against {report['baseline']} ({test}, Holm-corrected over {len(runs) - 1} runs)")
+    if all("ci" in entry for entry in runs.values()):
+        lines += ["", *_ci_table(report, alpha)]
     return "\n".join(lines) + "\n"
+
+
+def _ci_table(report: Mapping[str, Any], alpha: float) -> list[str]:
+    """The --ci intervals: per run and measure the LLM-only mean, the human-only t interval and the
+    method's interval; then the method's interval of each run's difference from the baseline."""
+    measures, runs = report["measures"], report["runs"]
+    first = next(iter(runs.values()))["ci"][measures[0]]
+    method = first["method"]
+    over = (f"mean over all {first['n_total']} queries" if first["estimand"] == "all"
+            else f"mean over the {first['n_total'] - first['n_labelled']} queries without human labels")
+
+    def interval(entry: Mapping[str, float]) -> str:
+        return f"{entry['estimate']:.4f} [{entry['lower']:.4f}, {entry['upper']:.4f}]"
+
+    header = ["run", "measure", "LLM only", "human only", method]
+    body = []
+    for name, entry in runs.items():
+        for m in measures:
+            ref = entry["ci_references"][m]
+            body.append([name, m, f"{ref['llm_only']:.4f}", interval(ref["human"]), interval(entry["ci"][m])])
+    for name, entry in runs.items():
+        for m, ci in entry.get("ci_vs_baseline", {}).items():
+            body.append([f"{name} - {report['baseline']}", m, "", "", interval(ci)])
+    title = (f"{100 * (1 - alpha):g}% intervals for the {over}, {first['n_labelled']} with human labels "
+             f"(--ci {method})")
+    return [title, *_aligned(header, body, numeric_from=2)]
+
+
+def _aligned(header: list[str], body: list[list[str]], *, numeric_from: int) -> list[str]:
+    """Rows as lines of columns two spaces apart, text left-aligned, numbers (from column
+    `numeric_from`) right-aligned, with a rule under the header."""
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) if i < numeric_from else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines

@@ -175,3 +175,11 @@ def test_cli_reads_every_input_file_once(dl19, data_dir, tmp_path, capsys, monke
     ])
     assert code == 0, err
     assert opened == {str(p): 1 for p in inputs}
+
+
+def test_llm_only_is_the_llm_mean_over_the_estimand_queries():
+    """Hand-computed: labelled queries come first, so 'unlabelled' is the mean of the rest."""
+    table = ci.Table(np.array([[1.0], [2.0]]), np.array([[1.0], [3.0], [5.0], [7.0]]))
+    assert table.llm_only("all").tolist() == [4.0] and table.llm_only("unlabelled").tolist() == [6.0]
+    with pytest.raises(ValueError, match="estimand"):
+        table.llm_only("labelled")
