@@ -5,7 +5,8 @@ Lightning Attention-2; fla's ``simple_gla`` with a constant per-head gate).
 
 or, as a recurrence over the state S_t = exp(log_decay_h) S_{t-1} + k_t v_t^T (S_{-1} = initial_state),
 o_t = scale * q_t S_t. Shapes: q, k ``[B, H, T, Dk]``, v ``[B, H, T, Dv]``, state ``[B, H, Dk, Dv]``,
-``log_decay`` ``[H]`` (<= 0, a constant: it gets no gradient). ``scale`` defaults to 1.
+``log_decay`` ``[H]`` (<= 0; a tensor that requires grad gets its gradient, so a decay can be learned). ``scale``
+defaults to 1.
 
 Backends: ``naive`` (naive.py: quadratic, the oracle), ``torch`` (chunked.py: quadratic with the decay mask
 inside a chunk, a recurrent state between chunks; its backward runs the same chunked algorithm three times,

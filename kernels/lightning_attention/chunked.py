@@ -101,13 +101,19 @@ def lightning_attention_backward(
     grad_state: "torch.Tensor | None",
     chunk_size: int,
     scale: float,
-) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]":
-    """dq, dk, dv, d(initial_state) of o_t = scale * q_t S_t, by three runs of a forward linear attention LA.
+    final_state: "torch.Tensor | None" = None,
+) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]":
+    """dq, dk, dv, d(initial_state), d(log_decay) of o_t = scale * q_t S_t, by three runs of a forward linear
+    attention LA.
 
     dq_t = scale * dO_t S_t^T is LA with (q, k, v) = (dO, v, k) and initial state S_0^T; dk and dv are LA
     backward in time: dk = flip(LA(flip v, flip dO, flip q)), dv = flip(LA(flip k, flip q, flip dO)) (both
     times scale), and scale times the second one's final state gives d(initial_state). The final-state
     gradient adds exp(g (T-1-j)) terms directly.
+
+    d(log_decay) (only when ``final_state``, the forward's S_T, is given): every term of o_t and S_T carries
+    exp(g * lag), lag = (t + 1) - (j + 1) for key j (the initial state counts as key -1), so
+    dg = sum_t (t + 1) (q_t . dq_t - k_t . dk_t) + T <S_T, dS_T>, summed over the batch.
     """
     import torch
 
@@ -127,7 +133,13 @@ def lightning_attention_backward(
         dv = dv + tail * (k @ grad_state)
         if d_initial is not None:
             d_initial = d_initial + torch.exp(g * T)[:, None, None] * grad_state
-    return dq, dk, dv, d_initial
+    d_decay = None
+    if final_state is not None:
+        position = torch.arange(1, T + 1, device=q.device, dtype=q.dtype)
+        d_decay = (((q * dq).sum(-1) - (k * dk).sum(-1)) * position).sum((0, 2))
+        if grad_state is not None:
+            d_decay = d_decay + T * (final_state * grad_state).sum((0, 2, 3))
+    return dq, dk, dv, d_initial, d_decay
 
 
 def _autograd_function(forward: LinearAttentionForward) -> type:
@@ -142,21 +154,23 @@ def _autograd_function(forward: LinearAttentionForward) -> type:
             q_, k_, v_ = q.to(acc), k.to(acc), v.to(acc)
             s0 = None if initial_state is None else initial_state.to(acc)
             o, state = forward(q_, k_, v_, log_decay, s0, chunk_size, scale)
-            ctx.save_for_backward(q_, k_, v_, log_decay, s0)
+            # the final state enters d(log_decay); kept only when the decay is learned
+            ctx.save_for_backward(q_, k_, v_, log_decay, s0, state if ctx.needs_input_grad[3] else None)
             ctx.scale, ctx.chunk_size, ctx.dtypes = scale, chunk_size, (q.dtype, k.dtype, v.dtype)
             ctx.state_dtype = None if initial_state is None else initial_state.dtype
             return o.to(q.dtype), state
 
         @staticmethod
         def backward(ctx, grad_o, grad_state):  # type: ignore[override]
-            q, k, v, log_decay, s0 = ctx.saved_tensors
+            q, k, v, log_decay, s0, final_state = ctx.saved_tensors
             grad_o = torch.zeros_like(v) if grad_o is None else grad_o.to(v.dtype)
             grad_state = None if grad_state is None else grad_state.to(v.dtype)
-            dq, dk, dv, ds0 = lightning_attention_backward(
-                forward, q, k, v, log_decay, s0, grad_o, grad_state, ctx.chunk_size, ctx.scale
+            dq, dk, dv, ds0, dg = lightning_attention_backward(
+                forward, q, k, v, log_decay, s0, grad_o, grad_state, ctx.chunk_size, ctx.scale, final_state
             )
             q_dtype, k_dtype, v_dtype = ctx.dtypes
             ds0 = None if ds0 is None else ds0.to(ctx.state_dtype)
-            return dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype), None, None, ds0, None
+            dg = None if dg is None else dg.to(log_decay.dtype)
+            return dq.to(q_dtype), dk.to(k_dtype), dv.to(v_dtype), dg, None, ds0, None
 
     return LightningFunction

@@ -55,7 +55,7 @@ def _check_layer(layer_idx: int, num_layers: int) -> None:
 def _log_decay_tensor(log_decay: "torch.Tensor | Sequence[float]", heads: int, like: "torch.Tensor") -> "torch.Tensor":
     import torch
 
-    g = torch.as_tensor(log_decay, device=like.device).detach().to(accumulation_dtype(like.dtype)).flatten()
+    g = torch.as_tensor(log_decay, device=like.device).to(accumulation_dtype(like.dtype)).flatten()
     if g.numel() != heads:
         raise ValueError(f"lightning_attention: log_decay needs one value per head ({heads}), got {g.numel()}")
     if not bool(torch.isfinite(g).all()) or bool((g > 0).any()):

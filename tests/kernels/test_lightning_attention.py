@@ -69,6 +69,27 @@ def test_torch_path_output_state_and_gradients(dtype, t, dk, dv, chunk, with_sta
         assert_close(name, a, e, tol)
 
 
+@pytest.mark.parametrize(("t", "chunk"), [(37, 16), (130, 64)])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_learned_decay_gradient(t, chunk, with_state, assert_close) -> None:
+    """A log_decay that requires grad gets d(log_decay) on every path (naive by autograd, torch by its backward)."""
+    q, k, v, s0 = _inputs(2, 3, t, 8, 6, torch.float32)
+    grads = {}
+    for backend in ("naive", "torch"):
+        dtype = torch.float64 if backend == "naive" else torch.float32
+        g = torch.tensor([-0.01, -0.3, -1.2], dtype=dtype, requires_grad=True)
+        o, s = lightning_attention(
+            q.to(dtype), k.to(dtype), v.to(dtype), g, scale=0.5, initial_state=s0.to(dtype) if with_state else None,
+            output_final_state=True, chunk_size=chunk, backend=backend,
+        )
+        gen = torch.Generator().manual_seed(2)
+        do, ds = (torch.randn(x.shape, generator=gen).to(dtype) for x in (o, s))
+        for name, loss in (("o", (o * do).sum()), ("o and state", (o * do).sum() + (s * ds).sum())):
+            grads[backend, name] = torch.autograd.grad(loss, g, retain_graph=True)[0]
+    for name in ("o", "o and state"):  # 1e-4: dg is a difference of position-weighted fp32 sums
+        assert_close(f"d log_decay ({name})", grads["torch", name], grads["naive", name], 1e-4)
+
+
 def test_float64_is_exact_to_rounding(assert_close) -> None:
     q, k, v, s0 = (x.double() for x in _inputs(1, 2, 130, 16, 8, torch.float64))
     args = dict(scale=1.0, initial_state=s0.double(), output_final_state=True)
