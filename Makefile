@@ -37,6 +37,13 @@ chromium:
 			|| echo "could not install chromium and chromium-driver (see apt-get's message above);" \
 				"the browser tests will fail until they are installed" >&2; }
 
+# The demo's interval evaluations on TREC DL 2019 (BM25 against ICT-BERT2), each called twice: for the table, for JSON.
+DL19_PAIR  := $(DATA)/trec-dl-2019/qrels.dl19-passage.txt $(DATA)/trec-dl-2019/candidates/BM25.trec \
+	$(DATA)/trec-dl-2019/runs/ICT-BERT2
+CI_PPI_ALL := $(DL19_PAIR) -m nDCG@10 DCG@10 --llm-labels $(DATA)/llm-labels/dl2019/dl2019_test_4prompts_llama70b.txt \
+	--ci ppi-all --labelled 10 --seed 0
+CI_CRC     := $(DL19_PAIR) -m DCG@10 --llm-labels $(DATA)/llm-labels/dl2019/*.txt --ci crc --labelled 10 --seed 0
+
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	# First-stage retrieval on BEIR SciFact: one index folder (dense MiniLM + BM25; reused when its manifest matches),
@@ -45,7 +52,7 @@ demo: $(STAMP)
 	for m in bm25 dense hybrid; do $(BIN)/rankline retrieve $(OUT)/scifact-index --topics $(DATA)/beir/scifact \
 		--method $$m --k 1000 --out $(OUT)/scifact-$$m.trec || exit 1; done
 	$(BIN)/rankline eval $(DATA)/beir/scifact/qrels/test.tsv $(OUT)/scifact-bm25.trec $(OUT)/scifact-dense.trec \
-		$(OUT)/scifact-hybrid.trec -m nDCG@10 R@100
+		$(OUT)/scifact-hybrid.trec -m nDCG@10 R@100 --report $(OUT)/report.html
 	# FIRST (single-token listwise) with the embedded SmolLM2 on the SciFact BM25 top 20 of the first 3 test queries,
 	# then nDCG@10 per query next to BM25 on the same 3 queries.
 	$(BIN)/rankline rerank --candidates $(OUT)/scifact-bm25.trec --topics $(DATA)/beir/scifact/queries.jsonl \
@@ -69,14 +76,13 @@ demo: $(STAMP)
 		$(DATA)/trec-dl-2019/candidates/SPLADE_P_P_ENSEMBLE_DISTIL.trec \
 		-m nDCG@10 'RR(rel=2)@10' 'R(rel=2)@100' 'AP(rel=2)'
 	# Trustworthy evaluation: intervals for nDCG@10 and DCG@10 from LLM labels on all 43 queries and NIST labels on 10
-	# (ppi-all: PPI for the mean over all queries; crc: conformal risk control on the 7 LLM label files' distribution).
-	$(BIN)/rankline eval $(DATA)/trec-dl-2019/qrels.dl19-passage.txt \
-		$(DATA)/trec-dl-2019/candidates/BM25.trec $(DATA)/trec-dl-2019/runs/ICT-BERT2 -m nDCG@10 DCG@10 \
-		--llm-labels $(DATA)/llm-labels/dl2019/dl2019_test_4prompts_llama70b.txt --ci ppi-all --labelled 10 --seed 0 \
-		--format json --out $(OUT)/ci-ppi-all.json
-	$(BIN)/rankline eval $(DATA)/trec-dl-2019/qrels.dl19-passage.txt \
-		$(DATA)/trec-dl-2019/candidates/BM25.trec $(DATA)/trec-dl-2019/runs/ICT-BERT2 -m DCG@10 \
-		--llm-labels $(DATA)/llm-labels/dl2019/*.txt --ci crc --labelled 10 --seed 0 --format json --out $(OUT)/ci-crc.json
+	# (ppi-all: PPI for the mean over all queries; crc: conformal risk control on the 7 LLM label files' distribution),
+	# each printed as a table (LLM-only point, human-only interval, the method's interval) and kept as JSON;
+	# the ppi-all one also as a report page with forest plots.
+	$(BIN)/rankline eval $(CI_PPI_ALL) --report $(OUT)/report-ci.html
+	$(BIN)/rankline eval $(CI_PPI_ALL) --format json --out $(OUT)/ci-ppi-all.json
+	$(BIN)/rankline eval $(CI_CRC)
+	$(BIN)/rankline eval $(CI_CRC) --format json --out $(OUT)/ci-crc.json
 	# LLM relevance labels (0-3 distributions) from the embedded SmolLM2 for the top 2 BM25 passages per query.
 	$(BIN)/rankline label --topics $(DATA)/trec-dl-2019/topics.dl19-passage.txt --candidates $(DATA)/trec-dl-2019/candidates/BM25.trec \
 		--corpus $(DATA)/trec-dl-2019/passages.jsonl.gz --top 2 --out $(OUT)/smollm2-labels.qrels
