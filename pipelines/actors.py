@@ -8,6 +8,7 @@ stage and answers the same way.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -19,24 +20,99 @@ from rankline.pipelines.executor import Executor, top
 # longer than that to start and Serve would kill it and leave the endpoint without a proxy.
 LOCAL_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
 
+LOOPBACK = "127.0.0.1"
+
 
 def set_local_ray_env() -> None:
     for name, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(name, value)
 
 
-def ensure_ray() -> None:
-    """Connect to the running Ray instance, or start a local one bound to 127.0.0.1."""
+def ensure_ray() -> bool:
+    """Connect to the running Ray instance (RAY_ADDRESS, or one this process already joined), or
+    start a local one with every listening socket on 127.0.0.1 (`start_local_ray`). True when
+    it started one."""
     import ray
 
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
         set_local_ray_env()
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS") or None,
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        ray.init(address=address, log_to_driver=False)
+        return False
+    start_local_ray()
+    return True
+
+
+def start_local_ray(**options: Any) -> None:
+    """`ray.init` of a new local Ray instance (never one found running) whose processes listen on 127.0.0.1 only: the GCS
+    server, the raylet, the workers' and replicas' gRPC ports, the monitor, the dashboard process
+    and its agents (Serve's HTTP proxy binds where `serve.start` says; rankline says 127.0.0.1).
+    No dashboard UI, no usage stats. `options` go to `ray.init` (num_cpus=, runtime_env=, ...).
+
+    `_node_ip_address="127.0.0.1"` alone is not enough: ray.init swaps a loopback address for the
+    host's external one, and every process then binds that address or all interfaces. It keeps the
+    loopback address only when Ray runs as a local-only instance, what
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 asks for (read when ray is imported, so the constant it
+    sets is switched too, and both are restored once the processes are started). Ray then passes
+    127.0.0.1 to every process it starts, and its gRPC servers bind 127.0.0.1 when given it. One
+    server is not given it: a Serve replica's inter-deployment gRPC server, which Serve binds to
+    [::]:0; `loopback_grpc_hook`, the instance's worker set-up hook, binds it to 127.0.0.1.
+    A SIGTERM that lands while ray.init starts the node stops it at once instead of after Ray's
+    30 s drain (RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 unless set; nothing else can take over a
+    one-node instance's work)."""
+    import ray
+
+    set_local_ray_env()
+    # the job's runtime_env, which Serve gives its applications' replicas too
+    runtime_env = {**(options.pop("runtime_env", None) or {}), "worker_process_setup_hook": LOOPBACK_GRPC_HOOK}
+    with _local_only_ray():
+        ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, dashboard_host=LOOPBACK,
+                 log_to_driver=options.pop("log_to_driver", False), runtime_env=runtime_env, **options)
+
+
+LOOPBACK_GRPC_HOOK = "rankline.pipelines.actors.loopback_grpc_hook"
+
+
+def loopback_grpc_hook() -> None:
+    """Run in every worker of a Ray started by `start_local_ray`, before any task or actor: a gRPC
+    server that Ray's Python code would bind to all interfaces ([::] or 0.0.0.0) binds 127.0.0.1."""
+    from ray._common import tls_utils
+
+    bind = tls_utils.add_port_to_grpc_server
+
+    def on_loopback(server: Any, address: str) -> int:
+        host, _, port = address.rpartition(":")
+        return bind(server, f"{LOOPBACK}:{port}" if host in ("[::]", "0.0.0.0") else address)
+
+    tls_utils.add_port_to_grpc_server = on_loopback  # read when ray.serve._private.replica is imported
+
+
+@contextmanager
+def _local_only_ray() -> Iterator[None]:
+    from ray._private import ray_constants
+
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    constants = {"ENABLE_RAY_CLUSTER": False}
+    if "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S" not in os.environ:
+        env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+        constants["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = 0.0
+    saved_env = {name: os.environ.get(name) for name in env}
+    saved = {name: getattr(ray_constants, name) for name in constants}
+    os.environ.update(env)
+    for name, value in constants.items():
+        setattr(ray_constants, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(ray_constants, name, value)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_fits(demands: Sequence[Mapping[str, float]]) -> None:

@@ -15,6 +15,7 @@
       reranker_replicas: 1
       reranker_resources: {CPU: 1}  # per replica: CPU, GPU, custom Ray resources
       max_k: 100
+      api_keys_file: keys.txt       # optional: one key per line; clients send Authorization: Bearer KEY
 
 A stage may instead name any callable that returns a Retriever / Reranker:
 `factory: "package.module:callable"` with optional `args: [...]` and `kwargs: {...}`.
@@ -49,6 +50,13 @@ class ServeSettings:
     max_ongoing_requests: int = 100  # requests the ingress replica handles at once (the rest queue)
     batch_wait_timeout_s: float = 0.01  # how long a batch waits to fill, when other requests are in flight
     request_timeout_s: float = 120.0
+    # A stage call pending this long makes the ingress ping the stage; a stage whose ping is not
+    # answered within this long again is down: its calls get 503 at once until it answers again.
+    ping_timeout_s: float = 2.0
+    max_body_bytes: int = 1_000_000  # request bodies above this (1 MB) get 413
+    # One API key per line (blank lines and lines starting with # skipped), an absolute path once
+    # loaded (relative to the pipeline file in it); None: no keys asked.
+    api_keys_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,16 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
     serve_data = _section(where, data, "serve") if data.get("serve") is not None else {}
     _only(where, "serve.", serve_data, {f.name for f in fields(ServeSettings)})
     defaults = ServeSettings()
-    for key, value in serve_data.items():
+    serve_data = dict(serve_data)
+    for key, value in list(serve_data.items()):
+        if key == "api_keys_file":
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{where}: serve.api_keys_file must be a file name, got {value!r}")
+            keys = base / value
+            if not keys.is_file():
+                raise FileNotFoundError(f"{where}: serve.api_keys_file {keys} does not exist or is not a file")
+            serve_data[key] = str(keys)
+            continue
         if key.endswith("_resources"):
             if not isinstance(value, dict) or not all(_is_number(v) and v >= 0 for v in value.values()):
                 raise ValueError(f"{where}: serve.{key} must map resource names to amounts, got {value!r}")

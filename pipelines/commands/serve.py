@@ -3,18 +3,21 @@
     rankline serve PIPELINE.yaml [--host 127.0.0.1] [--port 8000]
 
 POST /search {"query": "...", "k": 10, "rerank": true} -> {"hits": [...], "timings_ms": {...}};
-GET /health, GET /metrics (Prometheus text), GET /openapi.json (and /docs). Runs until Ctrl-C,
-then shuts the application down (SIGTERM too). Connects to a running Ray instance (RAY_ADDRESS) or starts a
-local one on 127.0.0.1.
+GET /health (liveness), /ready (readiness), /metrics (Prometheus text), /openapi.json and /docs.
+Runs until Ctrl-C or SIGTERM, at any point, starting included. Connects to a running Ray instance
+(RAY_ADDRESS; on stopping it deletes its application there) or starts a local one with every
+socket on 127.0.0.1 (on stopping it shuts that instance down, Serve with it).
 """
 from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 from pathlib import Path
 
 HELP = "serve a pipeline file as an HTTP search endpoint (Ray Serve + FastAPI)"
+APP_NAME = "rankline"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM stops this command as Ctrl-C does, from here on: before Ray is imported (the default
+    # action would kill the process without a word) and, re-installed after ray.init (which puts in
+    # its own), while Serve starts the replicas, which can take minutes with a large model.
+    signal.signal(signal.SIGTERM, _interrupt)
+    from rankline.pipelines.actors import set_local_ray_env
     from rankline.pipelines.config import load_config
 
+    set_local_ray_env()  # before ray is imported
     config = load_config(args.config)  # bad files fail here, before Ray starts
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
@@ -34,18 +43,45 @@ def run(args: argparse.Namespace) -> int:
     from rankline.pipelines.actors import ensure_ray
     from rankline.pipelines.serve_app import build_app
 
-    ensure_ray()
-    serve.start(http_options={"host": args.host, "port": args.port})
-    signal.signal(signal.SIGTERM, _interrupt)  # after Ray's own handler: `kill` stops as cleanly as Ctrl-C
+    app = build_app(config)  # reads the API keys file: a bad one fails here too
+    ray_started: bool | None = None  # None: not connected yet
     try:
-        serve.run(build_app(config), name="rankline", route_prefix="/")
+        ray_started = ensure_ray()
+        signal.signal(signal.SIGTERM, _interrupt)
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(app, name=APP_NAME, route_prefix="/")
         print(f"rankline: serving {args.config} on http://{args.host}:{args.port} "
-              "(POST /search, GET /health, /metrics, /openapi.json); Ctrl-C stops", flush=True)
+              "(POST /search, GET /health, /ready, /metrics, /openapi.json, /docs); Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
     finally:
-        serve.shutdown()
+        _stop(ray_started)
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time: a second SIGTERM does not cut it short
     raise KeyboardInterrupt
+
+
+def _stop(ray_started: bool | None) -> None:
+    """Take the application down promptly: a Ray instance this command started goes with everything
+    in it (no graceful wait for replicas that may still be loading a model); on a cluster it joined,
+    only its application is deleted, without waiting for the replicas to drain."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    import ray
+
+    try:
+        if not ray.is_initialized():
+            return
+        if ray_started is False:  # a cluster we joined: only our application goes
+            from ray import serve
+
+            try:
+                serve.delete(APP_NAME, _blocking=False)
+            finally:
+                ray.shutdown()  # disconnects this driver
+        else:  # ours, or ray.init interrupted half-way
+            ray.shutdown()
+    except Exception as exc:  # noqa: BLE001 - stopping must not hide why we stop
+        print(f"rankline serve: while stopping: {type(exc).__name__}: {exc}", file=sys.stderr)

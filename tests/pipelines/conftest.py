@@ -28,21 +28,14 @@ def toy():
 
 @pytest.fixture(scope="session")
 def ray_session(toy):
-    """Start Ray once per session on 127.0.0.1 (no dashboard, 2 CPUs); ray.shutdown() at the end."""
+    """Start Ray once per session as rankline starts a local one (`start_local_ray`: every socket on
+    127.0.0.1, no dashboard), with 4 CPUs; ray.shutdown() at the end."""
     import ray
-
-    from rankline.pipelines.actors import set_local_ray_env
-
-    set_local_ray_env()
     from ray import cloudpickle
 
+    from rankline.pipelines.actors import start_local_ray
+
     cloudpickle.register_pickle_by_value(toy)
-    ray.init(
-        num_cpus=4,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
-    )
+    start_local_ray(num_cpus=4, runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
     yield ray
     ray.shutdown()

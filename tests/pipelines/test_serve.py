@@ -1,11 +1,18 @@
-"""The search endpoint on toy stages: results equal the in-process pipeline, every bad request is
-a 4xx that says what is wrong, metrics count them, a retriever or reranker replica that dies
-mid-request answers 503 and is restarted, and concurrent requests share stage calls."""
+"""The search endpoint on toy stages: results equal the in-process pipeline (with each hit's final
+and first-stage rank), every bad request is a 4xx that says what is wrong (a query that is not text
+included, and one a stage rejects, alone even in a batch of good ones), metrics count them (a client
+gone as 499), a retriever or reranker replica that dies mid-request answers 503 and is restarted,
+/ready says 503 while a stage is down, concurrent requests share stage calls, API keys and the body
+cap guard the door, /docs needs nothing from elsewhere, and every socket of the local Ray listens
+on 127.0.0.1."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -48,7 +55,8 @@ def endpoint(ray_session, toy, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serve")
     crash = {stage: tmp / f"crash-{stage}" for stage in ("retrieve", "rerank")}
-    config = _toy_config(toy, tmp, f'{{crash_file: "{crash["retrieve"]}"}}', f'{{crash_file: "{crash["rerank"]}"}}',
+    config = _toy_config(toy, tmp, f'{{crash_file: "{crash["retrieve"]}", slow_word: sleepy}}',
+                         f'{{crash_file: "{crash["rerank"]}", hold_file: "{tmp / "hold-rerank"}"}}',
                          "{max_k: 5, max_query_chars: 40}")
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -77,6 +85,9 @@ def test_search_matches_in_process_pipeline(endpoint):
         want_pipe = pipe if rerank is not False else config.__class__(config.retriever, config.k).pipeline()
         want = [(h.docid, h.score, h.title, h.text) for h in want_pipe.search(query, k)]
         assert got == want
+        first_stage = [h.docid for h in config.__class__(config.retriever, config.k).pipeline().search(query, 5)]
+        assert [(h["rank"], h["first_stage_rank"]) for h in r.json()["hits"]] == [
+            (rank, first_stage.index(docid) + 1) for rank, (docid, *_) in enumerate(got, 1)]
         assert set(r.json()["timings_ms"]) == {"retrieve", "total"} | ({"rerank"} if rerank is not False else set())
 
 
@@ -96,6 +107,12 @@ def test_search_matches_in_process_pipeline(endpoint):
         (b'{"query": "ray", "rerank": "yes"}', 422, "rerank: Input should be a valid boolean"),
         (b'{"query": "ray", "top": 3}', 422, "unknown field 'top'"),
         (b'["ray"]', 422, "must be a JSON object"),
+        (b'{"query": "ray \\ud800 actors"}', 422, "lone UTF-16 surrogate U+D800 at character 5"),
+        (b'{"query": "\\udc00"}', 422, "lone UTF-16 surrogate U+DC00"),
+        (b'{"query": "ray\\u0007"}', 422, "control character U+0007"),
+        (b'{"query": "ray\\u0000"}', 422, "control character U+0000"),
+        (b'{"query": "ray\x1b[2J"}', 400, "malformed JSON"),  # a raw control character is not JSON
+        (b'{"query": "' + "e\u0301".encode() * 41 + b'"}', 422, "41 characters long; the limit is 40"),
     ],
 )
 def test_bad_requests_are_4xx_with_a_reason(endpoint, content, status, message):
@@ -105,11 +122,30 @@ def test_bad_requests_are_4xx_with_a_reason(endpoint, content, status, message):
     assert message in r.json()["detail"]
 
 
+def test_query_is_nfc_normalised_at_the_door(endpoint):
+    """The corpus holds "caf\u00e9" composed: the decomposed query finds it, and 40 accented letters
+    are 40 characters (80 before NFC)."""
+    client, *_ = endpoint
+    for text in ("cafe\u0301", "caf\u00e9"):
+        r = client.post("/search", json={"query": text})
+        assert r.status_code == 200 and [h["docid"] for h in r.json()["hits"]] == ["d9"], r.text
+    r = client.post("/search", json={"query": "e\u0301" * 40})
+    assert r.status_code == 200, r.text
+
+
+def test_body_not_sent_as_json_is_415(endpoint):
+    client, *_ = endpoint
+    r = client.post("/search", content=b'{"query": "ray"}', headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "must be sent as JSON" in r.json()["detail"], r.text
+
+
 def test_health_openapi_and_metrics(endpoint):
     client, *_ = endpoint
     assert client.get("/health").json() == {"status": "ok", "reranker": True}
     schema = client.get("/openapi.json").json()
     assert "/search" in schema["paths"] and "SearchRequest" in str(schema)
+    assert set(schema["paths"]["/search"]["post"]["responses"]) == {"200", "400", "401", "413", "415", "422", "503"}
+    assert "/" not in schema["paths"] and "/ready" in schema["paths"]
     client.post("/search", json={"query": "ray"})
     client.post("/search", json={"query": ""})
     assert client.get("/no/such/path").status_code == 404
@@ -126,7 +162,7 @@ def test_dead_stage_replica_gives_503_then_recovers(endpoint, stage):
     crash[stage].write_text("")
     r = client.post("/search", json={"query": "ray actors"})
     assert r.status_code == 503, r.text
-    assert f"{stage} stage is unavailable" in r.json()["detail"]
+    assert f"{stage} stage is unavailable" in r.json()["detail"] and r.headers["retry-after"] == "1"
     assert not crash[stage].exists()  # the replica did die
     deadline = time.monotonic() + 120
     while True:  # Serve restarts the replica; requests meanwhile wait for it or get 503, never 500
@@ -187,3 +223,189 @@ def test_lone_request_does_not_wait_for_a_batch(endpoint, toy):
     waits = dict(re.findall(r'^rankline_retrieve_waits_total\{wait="(\w+)"\} (\S+)$', client.get("/lone/metrics").text, re.M))
     assert waits == {"none": "2.0"}
     serve.delete("lone")
+
+
+def _until(check, seconds: float = 60):
+    """Poll `check()` until it returns something true (returned), or fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (result := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+    return result
+
+
+def test_ready_is_503_while_a_stage_is_down(endpoint):
+    """The reranker replica is killed and its successor takes long to start (the toy reranker waits
+    while hold-rerank exists): /health stays 200 (liveness), /ready and reranked searches are 503 with
+    Retry-After at once, searches without reranking are answered; once it has started, /ready is 200."""
+    import ray
+
+    from rankline.pipelines.serve_app import replica_actors
+
+    client, _, _, tmp = endpoint
+    assert client.get("/ready").json() == {"status": "ready", "stages": {"retrieve": True, "rerank": True}}
+    hold = tmp / "hold-rerank"
+    hold.write_text("")
+    try:
+        for actor in replica_actors("toy", "Reranker"):
+            ray.kill(actor, no_restart=True)
+        r = _until(lambda: (r := client.get("/ready")).status_code == 503 and r)
+        assert r.json() == {"status": "not ready", "stages": {"retrieve": True, "rerank": False}}
+        assert r.headers["retry-after"] == "1"
+        assert client.get("/health").status_code == 200
+        start = time.monotonic()
+        r = client.post("/search", json={"query": "ray actors"})
+        assert r.status_code == 503 and "rerank stage is unavailable" in r.json()["detail"], r.text
+        assert time.monotonic() - start < 10  # not held until Serve has replaced the replica
+        assert client.post("/search", json={"query": "ray actors", "rerank": False}).status_code == 200
+    finally:
+        hold.unlink()
+    _until(lambda: client.get("/ready").status_code == 200)
+    assert client.post("/search", json={"query": "ray actors"}).status_code == 200
+
+
+def test_client_gone_is_counted_as_499(endpoint):
+    import httpx
+
+    client, *_ = endpoint
+
+    def counted(status: str) -> float:
+        text = client.get("/metrics").text
+        found = re.search(rf'^rankline_requests_total{{path="/search",status="{status}"}} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    before = counted("499"), counted("500")
+    with pytest.raises(httpx.TimeoutException):  # the toy retriever takes 5 s over "sleepy"
+        client.post("/search", json={"query": "sleepy ray"}, timeout=1)
+    _until(lambda: counted("499") == before[0] + 1, 30)
+    assert counted("500") == before[1]
+
+
+def test_docs_need_nothing_from_elsewhere(endpoint):
+    client, *_ = endpoint
+    r = client.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "POST /search" in r.text and "413" in r.text and "Retry-After" in r.text
+    links = re.findall(r'(?:src|href)\s*=\s*["\']?([^"\'\s>]+)', r.text, re.I)
+    assert links and not [link for link in links if re.match(r"(?i)(https?:)?//", link)], links
+    assert "<script" not in r.text.lower() and "@import" not in r.text
+
+
+def test_search_page_is_served_at_the_root(endpoint):
+    client, *_ = endpoint
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") and "<html" in r.text
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip in ("127.0.0.1", "::ffff:127.0.0.1")
+
+
+def test_every_socket_of_the_local_ray_listens_on_loopback(endpoint):
+    """The session's Ray was started by start_local_ray, as `rankline serve` starts one: every
+    listening socket of its processes (GCS, raylet, agents, workers, Serve's controller, proxy and
+    replicas) is on 127.0.0.1."""
+    import psutil
+
+    processes = psutil.Process(os.getpid()).children(recursive=True)
+    names, listening = set(), []
+    for proc in processes:
+        try:
+            names.add(proc.name())
+            listening += [(proc.name(), c.laddr) for c in proc.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            continue
+    assert {"gcs_server", "raylet"} <= names and any("ServeReplica" in n for n in names), names
+    assert any("ServeReplica:toy:Retriever" in n for n, _ in listening), listening
+    assert [(n, a) for n, a in listening if not _is_loopback(a.ip)] == []
+
+
+@pytest.fixture(scope="module")
+def guarded(endpoint, toy):
+    """A second application, /guarded: API keys, a 300-byte body cap, retrieval batches of up to 16
+    that wait 1 s to fill, and a retriever that fails a whole batch holding the word "forbidden"
+    (ValueError, as a tokenizer on one bad query). Its stages reserve no CPU."""
+    from ray import serve
+
+    from rankline.pipelines.serve_app import build_app
+
+    client, _, _, tmp = endpoint
+    folder = tmp / "guarded"
+    folder.mkdir()
+    (folder / "keys.txt").write_text("# keys\nkey-one\nkey-two\n")
+    log = folder / "retrieve.log"
+    config = _toy_config(toy, folder, f'{{log_file: "{log}", reject_word: forbidden}}', "{}",
+                         "{api_keys_file: keys.txt, max_body_bytes: 300, max_batch_size: 16, batch_wait_timeout_s: 1, "
+                         "retriever_resources: {CPU: 0}, reranker_resources: {CPU: 0}}")
+    serve.run(build_app(config), name="guarded", route_prefix="/guarded")
+    yield client, config, log
+    serve.delete("guarded")
+
+
+AUTH = {"authorization": "Bearer key-two"}
+
+
+def test_api_keys(guarded):
+    client, *_ = guarded
+    r = client.post("/guarded/search", json={"query": "ray"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == 'Bearer realm="rankline"', r.text
+    r = client.post("/guarded/search", json={"query": "ray"}, headers={"authorization": "Bearer key-three"})
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"], r.text
+    assert client.get("/guarded/metrics").status_code == 401
+    assert client.post("/guarded/search", json={"query": "ray"}, headers=AUTH).status_code == 200
+    for path in ("/health", "/ready", "/docs", "/openapi.json", "/"):
+        assert client.get("/guarded" + path).status_code == 200, path
+    text = client.get("/guarded/metrics", headers=AUTH).text
+    assert 'rankline_requests_total{path="/search",status="401"} 2.0' in text
+
+
+def test_body_cap(guarded):
+    client, *_ = guarded
+    r = client.post("/guarded/search", content=b'{"query": "ray"' + b" " * 285 + b"}", headers={
+        **AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and "limit of 300 bytes (301 bytes)" in r.json()["detail"], r.text
+
+    def chunks():
+        yield b'{"query": "ray"'
+        for _ in range(10):
+            yield b" " * 50
+        yield b"}"
+
+    r = client.post("/guarded/search", content=chunks(), headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and "limit of 300 bytes" in r.json()["detail"], r.text
+    r = client.post("/guarded/search", content=b'{"query": "ray"' + b" " * 284 + b"}", headers={
+        **AUTH, "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+
+
+def test_a_poison_query_fails_alone_in_its_batch(guarded):
+    """16 good queries sent at once with a stage-rejected one ("forbidden": the retriever fails its
+    whole batch) and two the door refuses (a lone surrogate as a JSON escape, a control character):
+    each poison gets 422, every good one 200 with the in-process pipeline's hits. Repeated until the
+    retriever's log shows the rejected query was batched with others (its batch retried one by one)."""
+    client, config, log = guarded
+    good = ["ray actors python", "dense vectors", "bm25 documents", "trec run files", "serve python models",
+            "listwise language model", "documents", "ray", "caf\u00e9", "query ranks", "state between calls",
+            "inverse frequency", "http", "encodes queries", "python ray", "scores per query"]
+    poison = {b'{"query": "ray forbidden actors"}': "retrieve stage cannot process this query (ValueError: ",
+              b'{"query": "ray \\ud800 actors"}': "lone UTF-16 surrogate U+D800",
+              b'{"query": "ray\\u001b[2J actors"}': "control character U+001B"}
+    bodies = [json.dumps({"query": t, "k": 3}).encode() for t in good[:8]] + list(poison) + [
+        json.dumps({"query": t, "k": 3}).encode() for t in good[8:]]
+    pipe = config.pipeline()
+    want = {json.dumps({"query": t, "k": 3}).encode(): [h.docid for h in pipe.search(t, 3)] for t in good}
+    headers = {**AUTH, "content-type": "application/json"}
+    for _ in range(3):
+        log.write_text("")
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            replies = list(pool.map(lambda b: client.post("/guarded/search", content=b, headers=headers), bodies))
+        for body, r in zip(bodies, replies):
+            if body in poison:
+                assert r.status_code == 422 and poison[body] in r.json()["detail"], (body, r.text)
+            else:
+                assert r.status_code == 200 and [h["docid"] for h in r.json()["hits"]] == want[body], (body, r.text)
+        sizes = [len(line.split()) for line in log.read_text().splitlines()]
+        if sum(sizes) > len(good) + 1:  # a batch of several failed and was retried member by member
+            break
+    else:
+        pytest.fail(f"the rejected query was never batched with others: {sizes}")

@@ -7,6 +7,7 @@ documents first (ties: docid ascending) and scores by rank, strictly decreasing.
 from __future__ import annotations
 
 import os
+import time
 from typing import Sequence
 
 from rankline.formats import Candidates, Doc, Hit, Query
@@ -20,6 +21,7 @@ CORPUS = [
     Doc("d6", "trec run files list documents per query with ranks and scores", "TREC"),
     Doc("d7", "python ray actors", "Short"),
     Doc("d8", "documents", ""),
+    Doc("d9", "caf\u00e9 cr\u00e8me", "Caf\u00e9"),  # composed (NFC) accents
 ]
 
 
@@ -39,12 +41,16 @@ def crash_or_log(crash_file: str | None, log_file: str | None, queries: Sequence
 
 
 class KeywordRetriever:
-    """`crash_file` and `log_file` act on `search_batch` calls (see `crash_or_log`)."""
+    """`crash_file` and `log_file` act on `search_batch` calls (see `crash_or_log`). A batch holding
+    a query with the word `reject_word` fails as a whole with a ValueError (as a tokenizer does on
+    one bad query); one holding `slow_word` takes `slow_s` seconds."""
 
     def __init__(self, docs: Sequence[Doc] = tuple(CORPUS), crash_file: str | None = None,
-                 log_file: str | None = None):
+                 log_file: str | None = None, reject_word: str | None = None, slow_word: str | None = None,
+                 slow_s: float = 5.0):
         self.docs = list(docs)
         self.crash_file, self.log_file = crash_file, log_file
+        self.reject_word, self.slow_word, self.slow_s = reject_word, slow_word, slow_s
 
     def search(self, query: Query, k: int) -> list[Hit]:
         q = words(query.text)
@@ -55,16 +61,23 @@ class KeywordRetriever:
 
     def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
         crash_or_log(self.crash_file, self.log_file, queries)
+        for q in queries:
+            if self.reject_word in words(q.text):
+                raise ValueError(f"query {q.qid}: the word {self.reject_word!r} cannot be searched")
+            if self.slow_word in words(q.text):
+                time.sleep(self.slow_s)
         return [self.search(q, k) for q in queries]
 
 
 class ShortestFirstReranker:
     """Shorter text ranks higher. `crash_file` and `log_file` act on `rerank_batch` calls (see
     `crash_or_log`): a reranker replica dying mid-job, once; reranked qids, to count recomputation
-    and see batches."""
+    and see batches. While `hold_file` exists, the constructor waits (a replica slow to start)."""
 
-    def __init__(self, crash_file: str | None = None, log_file: str | None = None):
+    def __init__(self, crash_file: str | None = None, log_file: str | None = None, hold_file: str | None = None):
         self.crash_file, self.log_file = crash_file, log_file
+        while hold_file and os.path.exists(hold_file):
+            time.sleep(0.2)
 
     def rerank_batch(self, lists: Sequence[Candidates]) -> list[list[Hit]]:
         crash_or_log(self.crash_file, self.log_file, [c.query for c in lists])
