@@ -29,23 +29,15 @@ def fixtures_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def browser():
-    """Headless Chromium from Debian's packages (`chromium`, `chromium-driver`; `make test` installs them
-    where missing), driven by selenium through that chromedriver, so nothing is downloaded."""
-    import shutil
+    """Headless Chromium driven by selenium (tests/browser.py), one for the session."""
+    import importlib.util
 
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.fail("browser tests need chromium and chromedriver on PATH: run `make test` "
-                    "or `apt-get install chromium chromium-driver`")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1000", "--force-device-scale-factor=1"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    driver.implicitly_wait(0)
+    spec = importlib.util.spec_from_file_location("rankline_test_browser", Path(__file__).with_name("browser.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        driver = module.start_chromium()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield driver
     driver.quit()
