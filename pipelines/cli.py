@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "batch-rerank": "batch_rerank",
     "serve": "serve",
     "train": "train",
+    "linearize": "linearize",
 }
 
 

@@ -147,17 +147,21 @@ def linear_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: t for name, t in model.state_dict().items() if name.rsplit(".", 1)[-1] in names}
 
 
-def save_linearised(model: nn.Module, tokenizer: Any, settings: LinearSettings, out: Path) -> None:
-    """Write the folder (module docstring) into ``out``: the base weights under their usual names, the tokenizer,
-    the settings and the added tensors."""
+def save_linearised(model: nn.Module, tokenizer: Any, settings: LinearSettings, out: Path, *,
+                    base_dtype: torch.dtype | None = None, transfer: dict[str, Any] | None = None) -> None:
+    """Write the folder (module docstring) into ``out``: the base weights under their usual names (in
+    ``base_dtype``, default as they are), the tokenizer, the settings (with ``transfer``, how the added tensors
+    were trained) and the added tensors, as they are."""
     from safetensors.torch import save_file
 
     added = linear_state_dict(model)
-    base = {name: t for name, t in model.state_dict().items() if name not in added}
+    base = {name: t if base_dtype is None else t.to(base_dtype)
+            for name, t in model.state_dict().items() if name not in added}
     model.save_pretrained(out, state_dict=base)
     tokenizer.save_pretrained(out)
     save_file({k: v.detach().contiguous().cpu() for k, v in added.items()}, str(out / WEIGHTS_FILE))
-    (out / SETTINGS_FILE).write_text(json.dumps({"format": FORMAT, **asdict(settings)}, indent=2) + "\n")
+    record = {"format": FORMAT, **asdict(settings), "transfer": transfer}
+    (out / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def read_settings(path: str | Path) -> LinearSettings:
@@ -166,6 +170,7 @@ def read_settings(path: str | Path) -> LinearSettings:
         raw = json.loads(file.read_text(encoding="utf-8"))
         if raw.pop("format", None) != FORMAT:
             raise ValueError(f"expected format {FORMAT}")
+        raw.pop("transfer", None)
         settings = LinearSettings(**raw)
         settings.check()
     except (json.JSONDecodeError, TypeError, ValueError) as exc:

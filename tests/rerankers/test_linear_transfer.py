@@ -1,0 +1,120 @@
+"""Attention transfer (rankline.rerankers.linear.transfer) and `rankline linearize` on the tiny Llama fixture:
+the twins learn (per-layer MSE falls), the result loads with load_causal_lm and generates, an interrupted run
+resumes to the same weights as an uninterrupted one, a finished folder is left alone, and bad options are one
+line with exit 2 before any model loads."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rankline.pipelines.cli import main
+from rankline.rerankers.linear import transfer as transfer_module
+from rankline.rerankers.linear.llama import WEIGHTS_FILE, LinearisedLlamaAttention
+from rankline.rerankers.linear.transfer import TransferConfig, corpus_sequences, transfer
+from rankline.rerankers.models import load_causal_lm
+
+WORDS = "cell protein gene expression tumor growth patients trial dose response blood cohort risk".split()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    rng = torch.Generator().manual_seed(0)
+    with open(path, "w") as fh:
+        for i in range(40):
+            words = [WORDS[int(j)] for j in torch.randint(len(WORDS), (30,), generator=rng)]
+            fh.write(json.dumps({"_id": f"d{i}", "title": f"study {i}", "text": " ".join(words)}) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_model(fixtures_dir: Path) -> str:
+    return str(fixtures_dir / "first-parity" / "tiny-llama")
+
+
+def _config(tiny_model, corpus, **kw) -> TransferConfig:
+    return TransferConfig(**{"model": tiny_model, "corpus": str(corpus), "window": 4, "decay": "learned", "steps": 6,
+                             "lr": 2e-2, "batch_size": 2, "seq_len": 32, "save_every": 2, "device": "cpu", **kw})
+
+
+def test_held_out_documents_never_reach_transfer(tiny_model, corpus) -> None:
+    tokenizer = load_causal_lm(tiny_model, device="cpu").tokenizer
+    train = corpus_sequences(tokenizer, str(corpus), 16)
+    held = corpus_sequences(tokenizer, str(corpus), 16, held_out=True)
+    titles = {tokenizer.decode(ids) for ids in train}
+    assert not any("study 9\n" in t or "study 19\n" in t for t in titles)
+    assert any("study 9\n" in tokenizer.decode(ids) for ids in held)
+
+
+def test_transfer_learns_and_the_folder_loads_and_generates(tiny_model, corpus, tmp_path) -> None:
+    out = transfer(_config(tiny_model, corpus, steps=12), tmp_path / "lin", progress=False)
+    record = json.loads((out / "linear_attention.json").read_text())
+    assert record["window"] == 4 and record["decay"] == "learned" and record["transfer"]["steps"] == 12
+    assert not (out / "checkpoints").exists()
+    lm = load_causal_lm(str(out), device="cpu")
+    assert all(isinstance(layer.self_attn, LinearisedLlamaAttention) for layer in lm.model.model.layers)
+    ids = lm.tokenizer("study 3 cell protein", return_tensors="pt").input_ids
+    generated = lm.model.generate(input_ids=ids, max_new_tokens=5, do_sample=False)
+    assert generated.shape[1] > ids.shape[1]
+
+
+def test_transfer_lowers_each_layers_error(tiny_model, corpus, tmp_path, monkeypatch) -> None:
+    seen = []
+    real = transfer_module.layer_errors
+    monkeypatch.setattr(transfer_module, "layer_errors",
+                        lambda twins, rec: seen.append([e.item() for e in real(twins, rec)]) or real(twins, rec))
+    transfer(_config(tiny_model, corpus, steps=20, batch_size=4), tmp_path / "lin", progress=False)
+    first, last = seen[0], seen[-1]
+    assert all(b < a for a, b in zip(first, last)), (first, last)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tiny_model, corpus, tmp_path, monkeypatch) -> None:
+    whole = transfer(_config(tiny_model, corpus), tmp_path / "whole", progress=False)
+    calls = []
+    real = transfer_module.layer_errors
+
+    def crash_at_step_5(twins, rec):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(twins, rec)
+
+    monkeypatch.setattr(transfer_module, "layer_errors", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        transfer(_config(tiny_model, corpus), tmp_path / "resumed", progress=False)
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    monkeypatch.setattr(transfer_module, "layer_errors", real)
+    resumed = transfer(_config(tiny_model, corpus), tmp_path / "resumed", progress=False)
+    a, b = load_file(str(whole / WEIGHTS_FILE)), load_file(str(resumed / WEIGHTS_FILE))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert transfer(_config(tiny_model, corpus), resumed, progress=False) == resumed  # finished: left alone
+    with pytest.raises(ValueError, match="other settings"):
+        transfer(_config(tiny_model, corpus, window=2), resumed, progress=False)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--window", "-1"], "--window must be an integer >= 0"),
+    (["--steps", "0"], "--steps must be an integer >= 1"),
+    (["--corpus", "/nonexistent/corpus.jsonl"], "no such corpus file"),
+    (["--corpus", "/data/trec-dl-2019/queries.tsv"], "never TREC DL 2019"),
+    (["--model", "/nonexistent/model"], "no such model folder"),
+])
+def test_cli_refuses_bad_options_in_one_line(flags, message, corpus, tiny_model, tmp_path, capsys) -> None:
+    argv = ["linearize", "--model", tiny_model, "--out", str(tmp_path / "o"), "--corpus", str(corpus), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_linearizes(corpus, tiny_model, tmp_path, capsys) -> None:
+    argv = ["linearize", "--model", tiny_model, "--out", str(tmp_path / "o"), "--corpus", str(corpus),
+            "--window", "0", "--decay", "fixed", "--steps", "2", "--seq-len", "32", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "--model" in capsys.readouterr().out
+    lm = load_causal_lm(str(tmp_path / "o"), device="cpu")
+    assert lm.model.model.layers[0].self_attn.settings.window == 0
