@@ -9,7 +9,9 @@ ShareGPT records for FIRST) and writes into an output folder ``DIR``:
   give, ties by lower held-out loss): a peft LoRA adapter folder (load it with
   ``load_causal_lm(base, adapter=DIR/best)`` or ``--adapter DIR/best``) or, with ``full=True``, a whole model
   folder (``--model DIR/best``); its ``training.json`` says which step and scores, and the settings;
-- ``DIR/final``: the weights after the last step, in the same form.
+- ``DIR/final``: the weights after the last step, in the same form;
+- ``DIR/held-out-qids.txt``: the held-out queries, one qid a line (evaluate a model on exactly these);
+  ``DIR/held-out.json``: the held-out curve so far (``history``: one entry per evaluation) and the ``best`` entry.
 
 **One optimizer step** consumes a global batch of ``batch_size x grad_accum x workers`` examples: the next
 slice of a seeded stream of the training examples (epoch e is permutation e of them, seeded by (seed, e)),
@@ -45,6 +47,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from rankline.formats import atomic_write
 from rankline.rerankers.models import DEFAULT_MODEL
 from rankline.rerankers.training import checkpoint as ckpt
 from rankline.rerankers.training.data import ListwiseConversation, RankingExample, split_by_query
@@ -447,6 +450,9 @@ def _train_loop(
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    if rank == 0 and held:
+        with atomic_write(out / "held-out-qids.txt") as f:
+            f.write("".join(f"{qid}\n" for qid in dict.fromkeys(e.qid for e in held)))
 
     save_every = config.save_every or config.eval_every
     micro = [list(range(k * config.batch_size, (k + 1) * config.batch_size))
@@ -503,6 +509,8 @@ def _train_loop(
                         best = entry
                         _save_weights(model, tokenizer, config, out / "best",
                                       {"step": done, "held_out": scores, "settings": settings})
+                    with atomic_write(out / "held-out.json") as f:
+                        f.write(json.dumps({"history": history, "best": best}, indent=1) + "\n")
                     if progress is not None:
                         progress.write(f"step {done}: held-out loss {scores['loss']:.4f} top1 {scores['top1']:.3f} "
                                        f"nDCG@10 {scores['ndcg@10']:.4f}")

@@ -13,7 +13,7 @@ import torch
 
 from rankline.formats import Candidates, Hit, Query
 from rankline.rerankers.training import checkpoint as ckpt
-from rankline.rerankers.training.data import RankingExample
+from rankline.rerankers.training.data import RankingExample, split_by_query
 from rankline.rerankers.training.schedule import cosine_with_warmup, make_scheduler
 from rankline.rerankers.training.trainer import TrainConfig, ndcg_at, train
 
@@ -91,6 +91,17 @@ def test_lora_weights_change_and_only_the_adapter_is_saved(tiny_path, tmp_path):
     assert saved and all("lora_" in name for name in saved)
     assert any(float(t.abs().sum()) > 0 for n, t in saved.items() if "lora_B" in n)  # B starts at 0
     assert (result.best / "adapter_config.json").is_file()
+
+
+def test_held_out_queries_and_curve_are_written_for_evaluation_outside_the_trainer(tiny_path, tmp_path):
+    examples = make_examples(6)
+    result = train(config(tiny_path, max_steps=3, held_out=2, eval_every=1), examples, tmp_path / "run")
+    _, held = split_by_query(examples, held_out=2, seed=0)
+    qids = (tmp_path / "run" / "held-out-qids.txt").read_text().splitlines()
+    assert qids == [e.qid for e in held] and len(qids) == 2
+    curve = json.loads((tmp_path / "run" / "held-out.json").read_text())
+    assert curve == {"history": result.history, "best": result.best_scores}
+    assert [h["step"] for h in curve["history"]] == [1, 2, 3]
 
 
 def test_checkpoint_of_other_settings_is_refused(tiny_path, tmp_path):
