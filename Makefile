@@ -89,5 +89,5 @@ demo: $(STAMP)
 
 test: $(STAMP) chromium
 	# Unused imports and names, undefined names: the tests would not catch them all.
-	$(BIN)/python -m pyflakes formats evaluation retrieval kernels rerankers pipelines tests benchmarks
+	$(BIN)/python -m pyflakes formats evaluation retrieval kernels rerankers pipelines tests benchmarks docs
 	$(BIN)/python -m pytest

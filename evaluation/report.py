@@ -27,7 +27,7 @@ td.num { font-variant-numeric: tabular-nums; }
 .sig { font-weight: 600; }
 .note { color: #57606a; font-size: .9rem; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure { margin: 0; max-width: 560px; }
+figure { margin: 0; width: min-content; }
 figcaption { font-size: .9rem; margin-bottom: .25rem; }
 svg text { font: 11px system-ui, sans-serif; fill: #1f2328; }
 """
@@ -188,7 +188,7 @@ def _forest_figure(runs: Mapping[str, Mapping[str, Any]], measure: str, method: 
     low, high = min(values), max(values)
     pad = (high - low) * 0.05 or 0.01
     low, high = low - pad, high + pad
-    label_w, width, row_h, top = 170, 560, 16, 26
+    label_w, width, row_h, top = 150, 500, 16, 26
     height = top + len(rows) * (3 * row_h + 10) + 22
     plot_w = width - label_w - 14
 
