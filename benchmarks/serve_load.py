@@ -13,8 +13,17 @@ DIR is a dense index of ../shared/data/beir/scifact built by
    empty query, k out of range, wrong types, unknown field, too long);
 3. prints throughput of valid requests, p50/p95/p99 latency, responses by status, whether every
    malformed request got a 4xx, the HTTP/in-process throughput ratios, and the HTTP floor: the
-   round trip of GET /health, which bounds what one client can get however fast the retrieval.
-Goals: zero 5xx, every malformed request a 4xx, retrieval-only throughput within 2x of in-process.
+   round trip of GET /health, which bounds what one client can get however fast the retrieval;
+4. fault phase (`--fault-duration` seconds, retrieve + rerank unless --no-rerank, the largest client
+   count): every `--poison-every`-th request is poison (text that is not text: lone surrogates,
+   control characters; a body above max_body_bytes), a quarter of the way in every retriever
+   replica is killed (ray.kill of its actor) and half-way every reranker replica; it prints the
+   innocent requests answered 2xx, the documented 503s (with Retry-After) they got meanwhile, the
+   poison answered 4xx, every 5xx other than those 503s (goal 0), innocent answers other than 2xx
+   per 5 s, and the time from each kill until the first innocent request sent after it is answered
+   2xx (the time to recover). Its clients wait as long as a 503's Retry-After says.
+Goals: zero 5xx, every malformed request a 4xx, retrieval-only throughput within 2x of in-process;
+in the fault phase every poison request a 4xx and no 5xx but 503 with Retry-After.
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = Path(os.environ.get("RANKLINE_SHARED", ROOT.parent / "shared")) / "data" / "beir" / "scifact"
@@ -45,6 +55,26 @@ MALFORMED: list[tuple[str, bytes]] = [
     ("not an object", b'["cancer"]'),
 ]
 
+POISON: list[tuple[str, bytes]] = [
+    ("lone high surrogate", b'{"query": "cancer \\ud800 cells"}'),
+    ("lone low surrogate", b'{"query": "\\udfff"}'),
+    ("NUL", b'{"query": "cancer\\u0000"}'),
+    ("terminal escape", b'{"query": "cancer \\u001b[2J cells"}'),
+    ("C1 control", b'{"query": "cancer \\u0085 cells"}'),
+    ("body above 1 MB", b'{"query": "' + b"a" * 1_000_001 + b'"}'),
+]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of the fault phase: when it was sent and answered (perf_counter), and how."""
+
+    sent: float
+    done: float
+    bad: bool
+    status: str
+    retry_after: bool
+
 
 @dataclass
 class LoadResult:
@@ -56,6 +86,7 @@ class LoadResult:
     malformed_sent: int = 0
     malformed_4xx: int = 0
     failures: Counter = field(default_factory=Counter)  # (status, detail) of each 5xx or transport error
+    answers: list[Answer] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         if not self.latencies_ms:
@@ -69,28 +100,34 @@ class LoadResult:
 
 
 async def _client(http, texts: list[str], offset: int, end: float, rerank: bool, k: int,
-                  malformed_every: int, result: LoadResult) -> None:
+                  malformed_every: int, result: LoadResult, bad_bodies: list[tuple[str, bytes]]) -> None:
     i = 0
     while time.perf_counter() < end:
         i += 1
         bad = malformed_every > 0 and i % malformed_every == 0
         if bad:
-            body = MALFORMED[(offset + i // malformed_every) % len(MALFORMED)][1]
+            body = bad_bodies[(offset + i // malformed_every) % len(bad_bodies)][1]
         else:
             text = texts[(offset * 7919 + i) % len(texts)]
             body = json.dumps({"query": text, "k": k, "rerank": rerank}).encode()
         start = time.perf_counter()
+        retry_after = False
         try:
             r = await http.post("/search", content=body, headers={"content-type": "application/json"})
             status = str(r.status_code)
+            retry_after = "retry-after" in r.headers
         except Exception as exc:  # a transport failure is reported, not hidden
             status = f"error:{type(exc).__name__}"
             result.failures[(status, str(exc)[:200])] += 1
         else:
             if r.status_code >= 500:
                 result.failures[(status, r.text[:200])] += 1
-        elapsed = (time.perf_counter() - start) * 1000
+        done = time.perf_counter()
+        elapsed = (done - start) * 1000
+        result.answers.append(Answer(start, done, bad, status, retry_after))
         result.statuses[status] += 1
+        if retry_after:  # a well-behaved client waits as told
+            await asyncio.sleep(float(r.headers["retry-after"]))
         if bad:
             result.malformed_sent += 1
             result.malformed_4xx += status.startswith("4")
@@ -99,7 +136,10 @@ async def _client(http, texts: list[str], offset: int, end: float, rerank: bool,
 
 
 async def run_load(url: str, texts: list[str], clients: int, duration: float, rerank: bool, k: int,
-                   malformed_every: int, timeout: float) -> LoadResult:
+                   malformed_every: int, timeout: float, bad_bodies: list[tuple[str, bytes]] = MALFORMED,
+                   faults: tuple[tuple[float, Any], ...] = ()) -> LoadResult:
+    """`clients` closed loops for `duration` seconds; each (after_s, fault) of `faults` is called
+    that many seconds in (in a thread: it may block)."""
     import httpx
 
     result = LoadResult("retrieve+rerank" if rerank else "retrieve", clients, duration)
@@ -107,9 +147,64 @@ async def run_load(url: str, texts: list[str], clients: int, duration: float, re
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
         start = time.perf_counter()
         end = start + duration
-        await asyncio.gather(*(_client(http, texts, c, end, rerank, k, malformed_every, result) for c in range(clients)))
+
+        async def inject(after_s: float, fault: Any) -> None:
+            await asyncio.sleep(after_s)
+            await asyncio.to_thread(fault)
+
+        await asyncio.gather(*(_client(http, texts, c, end, rerank, k, malformed_every, result, bad_bodies)
+                               for c in range(clients)), *(inject(s, f) for s, f in faults))
         result.seconds = time.perf_counter() - start
     return result
+
+
+@dataclass
+class Kill:
+    """Every replica of a deployment killed; `at` is when (perf_counter), once done."""
+
+    app: str
+    deployment: str
+    at: float = float("nan")
+    killed: int = 0
+
+    def __call__(self) -> None:
+        import ray
+
+        from rankline.pipelines.serve_app import replica_actors
+
+        actors = replica_actors(self.app, self.deployment)
+        self.at = time.perf_counter()
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        self.killed = len(actors)
+        print(f"fault: killed {self.killed} {self.deployment} replica(s)", file=sys.stderr)
+
+
+def fault_report(result: LoadResult, kills: list[Kill]) -> tuple[list[str], int, bool]:
+    """The fault phase's lines, its 5xx other than 503 with Retry-After, and whether every poison
+    request got a 4xx."""
+    innocent = [a for a in result.answers if not a.bad]
+    poison = [a for a in result.answers if a.bad]
+    ok = sum(a.status.startswith("2") for a in innocent)
+    documented = sum(a.status == "503" and a.retry_after for a in innocent)
+    poison_4xx = sum(a.status.startswith("4") for a in poison)
+    other = [a for a in result.answers if (a.status.startswith("5") and not (a.status == "503" and a.retry_after))
+             or a.status.startswith("error")]
+    lines = [f"innocent requests answered 2xx: {ok}/{len(innocent)} "
+             f"({documented} answered 503 with Retry-After while a stage was down)",
+             f"poison requests answered 4xx: {poison_4xx}/{len(poison)} "
+             f"({' '.join(f'{s}:{n}' for s, n in sorted(Counter(a.status for a in poison).items()))})",
+             f"5xx other than the documented 503 with Retry-After: {len(other)} (goal 0)"]
+    first = min((a.sent for a in result.answers), default=0.0)
+    buckets = Counter(int((a.done - first) // 5) for a in innocent if not a.status.startswith("2"))
+    last = int((max((a.done for a in result.answers), default=first) - first) // 5)
+    lines.append("innocent requests not answered 2xx, per 5 s: " + " ".join(str(buckets[b]) for b in range(last + 1)))
+    for kill in kills:
+        answered = [a.done for a in innocent if a.sent >= kill.at and a.status.startswith("2")]
+        recovery = f"{min(answered) - kill.at:.1f} s" if answered else "not recovered"
+        lines.append(f"time to recover after killing {kill.killed} {kill.deployment} replica(s) "
+                     f"(until the first innocent request sent after the kill is answered 2xx): {recovery}")
+    return lines, len(other), poison_4xx == len(poison)
 
 
 async def health_round_trip_ms(url: str, n: int = 200) -> float:
@@ -171,6 +266,9 @@ def main() -> int:
     parser.add_argument("--no-rerank", action="store_true", help="skip the reranking mode")
     parser.add_argument("--batch-wait", type=float,
                         help="seconds a stage waits to fill a batch (default: the serve setting batch_wait_timeout_s's)")
+    parser.add_argument("--fault-duration", type=float, default=60.0,
+                        help="seconds of the fault phase (poison requests, replicas killed); 0 skips it")
+    parser.add_argument("--poison-every", type=int, default=5, help="in the fault phase, every N-th request is poison")
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -215,6 +313,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     results: list[LoadResult] = []
+    fault: tuple[LoadResult, tuple[tuple[float, Kill], ...]] | None = None
     try:
         print(f"starting the Serve app on {url} ...", file=sys.stderr)
         serve.run(build_app(config), name="rankline-bench", route_prefix="/")
@@ -227,6 +326,12 @@ def main() -> int:
                 print(f"load: rerank={rerank} clients={clients} for {args.duration:.0f}s ...", file=sys.stderr)
                 results.append(asyncio.run(run_load(url, texts, clients, args.duration, rerank, args.k,
                                                     args.malformed_every, timeout)))
+        if args.fault_duration > 0:
+            kills = [Kill("rankline-bench", "Retriever")] + ([] if args.no_rerank else [Kill("rankline-bench", "Reranker")])
+            print(f"fault phase: {batch} clients for {args.fault_duration:.0f}s ...", file=sys.stderr)
+            faults = tuple((args.fault_duration * (i + 1) / 4, kill) for i, kill in enumerate(kills))
+            fault = asyncio.run(run_load(url, texts, batch, args.fault_duration, not args.no_rerank, args.k,
+                                         args.poison_every, timeout, POISON, faults)), faults
     finally:
         serve.shutdown()
 
@@ -264,7 +369,19 @@ def main() -> int:
     five_xx = sum(n for r in results for s, n in r.statuses.items() if s.startswith("5") or s.startswith("error"))
     malformed_ok = all(r.malformed_4xx == r.malformed_sent for r in results)
     print(f"5xx or transport errors: {five_xx} (goal 0); every malformed request answered 4xx: {malformed_ok}")
-    return 0 if five_xx == 0 and malformed_ok else 1
+    fault_ok = True
+    if fault is not None:
+        result, faults = fault
+        kills = [kill for _, kill in faults]
+        print(f"\nfault phase: {result.clients} clients for {result.seconds:.0f} s, "
+              f"{result.mode}, every {args.poison_every}th request poison; "
+              + ", ".join(f"every {k.deployment} replica killed {after:.0f} s in" for after, k in faults))
+        lines, other_5xx, poison_ok = fault_report(result, kills)
+        print("\n".join(lines))
+        for (status, detail), n in result.failures.items():
+            print(f"  fault phase: {n} x {status} {detail}")
+        fault_ok = other_5xx == 0 and poison_ok
+    return 0 if five_xx == 0 and malformed_ok and fault_ok else 1
 
 
 if __name__ == "__main__":
