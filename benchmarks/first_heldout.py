@@ -1,0 +1,91 @@
+"""FIRST on held-out training queries: the untuned model against trained adapters, over a first-stage top k
+shown in first-stage order and shuffled.
+
+A tuned FIRST adapter ships only when it beats the untuned model on queries it never trained on, both with the
+candidates in first-stage order (where the untuned model's positional prior already helps) and shuffled (where
+keeping the given order is worth nothing, so only ranking counts). This prints nDCG@10 (against the training
+qrels) of the first stage, the untuned model and each adapter, in both orders, with the paired t-test of each
+adapter against the untuned model on the same order.
+
+    python benchmarks/first_heldout.py --run out/first-train/scifact-train-bm25.trec \\
+        --topics ../shared/data/beir/scifact/queries.jsonl --corpus ../shared/data/beir/scifact/corpus.jsonl \\
+        --qrels ../shared/data/beir/scifact/qrels/train.tsv --qids runs/first-scifact-lora/held-out-qids.txt \\
+        --depth 10 --context-size 1280 --adapter runs/first-scifact-lora/best
+
+`--qids` is the `held-out-qids.txt` that `rankline train` writes: never test queries, never test qrels.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+
+from rankline.evaluation.metrics import evaluate, mean
+from rankline.evaluation.significance import paired_t_test
+from rankline.formats import Candidates, Hit, read_candidates, read_qrels
+from rankline.rerankers import build_reranker
+from rankline.rerankers.models import DEFAULT_MODEL
+
+MEASURE = "nDCG@10"
+
+
+def as_run(lists: list[list[Hit]], qids: list[str]) -> dict[str, dict[str, float]]:
+    return {qid: {h.docid: h.score for h in hits} for qid, hits in zip(qids, lists)}
+
+
+def shuffled(c: Candidates, seed: int) -> Candidates:
+    """The same candidates in a seeded random order, rescored so that the order is the given one."""
+    hits = list(c.hits)
+    random.Random(f"{seed}/{c.query.qid}").shuffle(hits)
+    return Candidates(c.query, tuple(Hit(h.docid, float(len(hits) - i), h.text, h.title) for i, h in enumerate(hits)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="first-stage run (TREC, with --topics and --corpus)")
+    parser.add_argument("--topics", required=True)
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--qrels", required=True, help="training qrels")
+    parser.add_argument("--qids", required=True, help="held-out qids, one a line (rankline train's held-out-qids.txt)")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--adapter", action="append", default=[], help="an adapter folder (repeatable)")
+    parser.add_argument("--depth", type=int, default=10, help="candidates per query, one FIRST window (default 10)")
+    parser.add_argument("--context-size", type=int, default=4096, help="FIRST prompt budget in tokens (default 4096)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order (default 0)")
+    args = parser.parse_args()
+
+    wanted = [q for q in open(args.qids, encoding="utf-8").read().split() if q]
+    lists = {c.query.qid: c for c in read_candidates(args.run, topics=args.topics, corpus=args.corpus)}
+    missing = [q for q in wanted if q not in lists]
+    if missing:
+        raise SystemExit(f"{args.run}: no candidates for {len(missing)} held-out queries (e.g. {missing[0]})")
+    ordered = [Candidates(lists[q].query, tuple(lists[q].hits[:args.depth])) for q in wanted]
+    orders = {"first-stage order": ordered, "shuffled": [shuffled(c, args.seed) for c in ordered]}
+    qrels = read_qrels(args.qrels)
+
+    def scores(run: dict[str, dict[str, float]]) -> list[float]:
+        per_query = evaluate(qrels, run, [MEASURE])[MEASURE]
+        return [per_query.get(q, 0.0) for q in wanted]
+
+    systems = [("untuned", None)] + [(a, a) for a in args.adapter]
+    table: dict[tuple[str, str], list[float]] = {}
+    for order, cands in orders.items():
+        table["first stage", order] = scores(as_run([list(c.hits) for c in cands], wanted))
+    for name, adapter in systems:
+        reranker = build_reranker("first", args.model, adapter=adapter, window=args.depth,
+                                  context_size=args.context_size)
+        for order, cands in orders.items():
+            table[name, order] = scores(as_run(reranker.rerank_batch(cands), wanted))
+    print(f"{len(wanted)} held-out queries of {args.qrels}; FIRST ({args.model}) over the top {args.depth} of "
+          f"{args.run}, context {args.context_size} tokens; {MEASURE}; p: paired t-test against untuned")
+    print(f"{'system':<48}" + "".join(f"{o:>20}{'p':>8}" for o in orders))
+    for name in ["first stage"] + [n for n, _ in systems]:
+        row = f"{name[-48:]:<48}"
+        for order in orders:
+            values = table[name, order]
+            p = "" if name in ("first stage", "untuned") else f"{paired_t_test(values, table['untuned', order]).p_value:.3f}"
+            row += f"{mean(dict(enumerate(values))):>20.4f}{p:>8}"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
