@@ -5,6 +5,7 @@
     pipe.run({"q1": "text", ...})              # -> {qid: {docid: score}}, the evaluation run type
     pipe.evaluate(qrels, ["nDCG@10"], queries=topics)
     pipe.on_ray(num_replicas=2).run(topics)    # same stages as Ray actors, same results
+    pipe.as_pyterrier()                        # a pyterrier.Transformer (each stage has .as_pyterrier() too)
 
 `k` is how many candidates the retriever returns per query (a search for more hits retrieves more);
 `depth` (default DEFAULT_DEPTH = 100) is how many of them the reranker receives; the rest keep their
@@ -105,6 +106,14 @@ class Pipeline:
         from rankline.evaluation.metrics import evaluate, mean_scores
 
         return mean_scores(evaluate(qrels, self.run(queries), list(measures)))
+
+    def as_pyterrier(self):
+        """The whole pipeline as a `pyterrier.Transformer`: queries (qid, query) in, the retrieve stage's k
+        hits per query out (qid, query, docno, text, title, score, rank; rank from 0), the same ranking
+        as `run` (in-process or on Ray, as this pipeline runs)."""
+        from rankline.formats.pyterrier import RetrieverTransformer
+
+        return RetrieverTransformer(self._rank, self.build().retrieve_stage.k, "Pipeline")
 
     def close(self) -> None:
         """Release the stages (kills the Ray actors); the pipeline rebuilds them if used again."""

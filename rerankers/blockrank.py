@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Sequence
 
 from rankline.formats import Candidates, Hit
+from rankline.rerankers.base import PyTerrierReranker
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.ranking import order_hits
 
@@ -176,7 +177,7 @@ def build_prompt(tokenizer: Any, query: str, documents: Sequence[str], options: 
     )
 
 
-class BlockRankReranker:
+class BlockRankReranker(PyTerrierReranker):
     """Reranks candidate lists by BlockRank attention scores with a causal LM (Llama/Mistral/Qwen style).
 
     `rerank_batch` follows the Reranker protocol: hits best first, `score` the BlockRank relevance (a share

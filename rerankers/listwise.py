@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 from rankline.formats import Candidates, Hit
 from rankline.rerankers.batching import LeftPadded, left_pad, length_sorted_chunks
+from rankline.rerankers.base import PyTerrierReranker
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import MAX_IDENTIFIERS, Passage, fit_listwise_prompt, ranking_output_tokens
 from rankline.rerankers.ranking import SlidingWindow, complete_permutation, rerank_sliding
@@ -59,7 +60,7 @@ class ListwiseOptions:
                 raise ValueError(f"{name} must be >= 1, got {value}")
 
 
-class ListwiseReranker:
+class ListwiseReranker(PyTerrierReranker):
     """Sliding windows of the listwise prompt; subclasses order a batch of windows in `rank_windows`."""
 
     Options: ClassVar[type[ListwiseOptions]] = ListwiseOptions

@@ -9,6 +9,7 @@ from typing import ClassVar, Sequence
 
 from rankline.formats import Candidates, Hit
 from rankline.rerankers.batching import left_pad, length_sorted_chunks
+from rankline.rerankers.base import PyTerrierReranker
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import Passage, query_likelihood_prompt
 from rankline.rerankers.ranking import order_hits
@@ -26,7 +27,7 @@ class QueryLikelihoodOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-class QueryLikelihoodReranker:
+class QueryLikelihoodReranker(PyTerrierReranker):
     """UPR over a causal LM; implements the `Reranker` protocol. Output scores are the query likelihoods."""
 
     Options: ClassVar[type[QueryLikelihoodOptions]] = QueryLikelihoodOptions

@@ -30,6 +30,17 @@ def check_queries(queries: Sequence[Query]) -> None:
                              "not valid Unicode (a byte that is not UTF-8, or half a UTF-16 pair); send UTF-8 text") from None
 
 
+class PyTerrierRetriever:
+    """Gives a retriever `.as_pyterrier(k)`: itself as a PyTerrier transformer (needs the `pyterrier` extra)."""
+
+    def as_pyterrier(self, k: int = 1000):
+        """A `pyterrier.Transformer` from queries (qid, query) to this retriever's top `k` hits per query
+        (qid, query, docno, text, title, score, rank; rank from 0), e.g. `retriever.as_pyterrier() % 100 >> reranker`."""
+        from rankline.formats.pyterrier import RetrieverTransformer
+
+        return RetrieverTransformer(self.search_batch, k, type(self).__name__)
+
+
 class ReopenedOnUnpickle:
     """Base of the retrievers over an index folder. Their live handles (FAISS, Lucene in the JVM,
     SQLite) cannot be pickled, so one opened by `open_retriever` travels to another process (a Ray

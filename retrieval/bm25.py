@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from rankline.retrieval.base import ReopenedOnUnpickle, check_queries
+from rankline.retrieval.base import PyTerrierRetriever, ReopenedOnUnpickle, check_queries
 from rankline.retrieval.dense import check_k
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.manifest import Manifest
@@ -14,7 +14,7 @@ from rankline.formats import Hit, Query
 DEFAULT_K1, DEFAULT_B = 0.9, 0.4
 
 
-class BM25Retriever(ReopenedOnUnpickle):
+class BM25Retriever(ReopenedOnUnpickle, PyTerrierRetriever):
     """Lucene BM25 through pyserini's LuceneSearcher; `threads` parallelises search_batch."""
 
     def __init__(self, folder: Path, manifest: Manifest, store: DocStore, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B,

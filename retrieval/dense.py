@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rankline.retrieval import faiss_index
-from rankline.retrieval.base import ReopenedOnUnpickle, check_queries
+from rankline.retrieval.base import PyTerrierRetriever, ReopenedOnUnpickle, check_queries
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.encoder import Encoder, load_encoder
 from rankline.retrieval.manifest import Manifest
@@ -17,7 +17,7 @@ def check_k(k: int) -> None:
         raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
-class DenseRetriever(ReopenedOnUnpickle):
+class DenseRetriever(ReopenedOnUnpickle, PyTerrierRetriever):
     """Encodes queries with the index's encoder and searches its FAISS index (on GPU when FAISS sees one).
 
     `encoder` may name another copy of the same model; its weights must hash to the manifest's.

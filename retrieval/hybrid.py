@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Sequence
 
 from rankline.formats import Hit, Query, ranked
-from rankline.retrieval.base import ReopenedOnUnpickle, Retriever
+from rankline.retrieval.base import PyTerrierRetriever, ReopenedOnUnpickle, Retriever
 from rankline.retrieval.dense import check_k
 from rankline.retrieval.docstore import DocStore
 from rankline.retrieval.fusion import FUSIONS, fuse
 
 
-class HybridRetriever(ReopenedOnUnpickle):
+class HybridRetriever(ReopenedOnUnpickle, PyTerrierRetriever):
     """Runs every retriever to `fusion_depth` (at least k) and fuses their rankings.
 
     fusion="rrf" (k = `rrf_k`) or "interpolate" (min-max normalised scores weighted by `weights`,
