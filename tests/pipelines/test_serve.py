@@ -7,6 +7,7 @@ cap guard the door, /docs needs nothing from elsewhere, and every socket of the 
 on 127.0.0.1."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -298,13 +299,15 @@ def test_search_page_is_served_at_the_root(endpoint):
 
 
 def _is_loopback(ip: str) -> bool:
-    return ip in ("127.0.0.1", "::ffff:127.0.0.1")
+    address = ipaddress.ip_address(ip)
+    return address.is_loopback or getattr(address, "ipv4_mapped", None) is not None and address.ipv4_mapped.is_loopback
 
 
 def test_every_socket_of_the_local_ray_listens_on_loopback(endpoint):
     """The session's Ray was started by start_local_ray, as `rankline serve` starts one: every
     listening socket of its processes (GCS, raylet, agents, workers, Serve's controller, proxy and
-    replicas) is on 127.0.0.1."""
+    replicas) is on the loopback interface. Other children of the test session (the browser tests'
+    chromedriver listens on ::1) are held to the same rule."""
     import psutil
 
     processes = psutil.Process(os.getpid()).children(recursive=True)
