@@ -3,15 +3,14 @@ round trip of runs, qrels and topics, and pt.Experiment with ir_measures' names 
 as rankline's Evaluator on the same runs (real DL 2019 runs, and a run full of ties)."""
 from __future__ import annotations
 
+import ir_measures
+import pandas as pd
+import pyterrier as pt
 import pytest
 
-pt = pytest.importorskip("pyterrier")
-pd = pytest.importorskip("pandas")
-ir_measures = pytest.importorskip("ir_measures")
-
-from rankline.evaluation.metrics import evaluate, mean_scores  # noqa: E402
-from rankline.formats import Candidates, Hit, read_qrels, read_run  # noqa: E402
-from rankline.formats.pyterrier import (  # noqa: E402
+from rankline.evaluation.metrics import evaluate, mean_scores
+from rankline.formats import Candidates, Hit, read_qrels, read_run
+from rankline.formats.pyterrier import (
     RerankerTransformer,
     RetrieverTransformer,
     frame_run,

@@ -3,15 +3,14 @@ Pipeline returns (toy stages, and FIRST on the tiny random Llama), and a PyTerri
 or does not supply `text`."""
 from __future__ import annotations
 
+import pyterrier as pt
 import pytest
 
-pt = pytest.importorskip("pyterrier")
-
-from rankline.formats import Query  # noqa: E402
-from rankline.formats.pyterrier import frame_run, topics_frame  # noqa: E402
-from rankline.pipelines.pipeline import Pipeline  # noqa: E402
-from rankline.rerankers.base import PyTerrierReranker  # noqa: E402
-from rankline.retrieval.base import PyTerrierRetriever  # noqa: E402
+from rankline.formats import Query
+from rankline.formats.pyterrier import frame_run, topics_frame
+from rankline.pipelines.pipeline import Pipeline
+from rankline.rerankers.base import PyTerrierReranker
+from rankline.retrieval.base import PyTerrierRetriever
 
 TOPICS = {"q1": "ray actors python", "q2": "documents query ranks", "q3": "vectors", "q4": "nothing matches",
           "q5": "documents with ranks and scores per query"}
