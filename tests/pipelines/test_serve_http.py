@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import signal
 
 import pytest
@@ -240,3 +241,27 @@ def test_each_alone_fails_only_the_member_that_fails_alone():
     # the answer of a bad member does not depend on what else was in its batch
     assert each_alone(_run_words, ["bad"]) == each_alone(_run_words, ["bad", "bad"])[:1] == [got[1]]
     assert each_alone(_run_words, ["broken"]) == [got[3]]
+
+
+# -- a local Ray stopped while it starts ----------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", [None, "7"])
+def test_a_local_ray_starts_without_a_shutdown_drain(monkeypatch, preset):
+    """SIGTERM while `rankline serve` starts its own Ray used to take ~29 s: Ray's 30 s graceful drain.
+    While start_local_ray starts the node, the drain is 0 (env var and the constant Ray reads), unless
+    the user set one; both are restored afterwards."""
+    from ray._private import ray_constants
+
+    from rankline.pipelines.actors import _local_only_ray
+
+    name = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
+    if preset is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, preset)
+    before = getattr(ray_constants, name)
+    with _local_only_ray():
+        assert os.environ.get(name) == (preset or "0")
+        assert getattr(ray_constants, name) == (before if preset else 0.0)
+        assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
+    assert os.environ.get(name) == preset and getattr(ray_constants, name) == before
