@@ -5,6 +5,11 @@ token over the identifiers A, B, ... orders the whole window. Windows slide bott
 candidate the reranker is given (window 20, stride 10 by default), and the windows of different queries
 share forward passes (left padding; on an accelerator by default, see `FirstOptions`).
 
+A window of more than 26 passages continues A..Z with identifiers that are each one token of the model's
+tokenizer (`prompts.single_token_identifiers`), so the same one-token reading ranks them all; a window of at least
+the depth (`--window 100` for the top 100) is one forward pass per query and no sliding, which a
+linear-attention model (rerankers.linear) makes affordable.
+
 `parity="rank_llm"` reproduces castorini rank_llm 0.26.0 (`RankListwiseOSLLM`, use_logits, use_alpha):
 only identifiers among the 30 most probable tokens of the whole vocabulary are ranked (vLLM's
 `logprobs=30`), the best of the token variants that decode to the same letter counts, and the other
@@ -19,22 +24,19 @@ from typing import Any, Sequence
 from rankline.formats import Candidates
 from rankline.rerankers.listwise import ListwiseOptions, ListwiseReranker
 from rankline.rerankers.models import CausalLM
-from rankline.rerankers.prompts import MAX_IDENTIFIERS, identifier
+from rankline.rerankers.prompts import LETTERS, MAX_IDENTIFIERS
 from rankline.rerankers.ranking import complete_permutation
 
 PARITY_MODES = ("rank_llm",)
 RANK_LLM_TOP_LOGPROBS = 30
 
 
-def identifier_token_ids(tokenizer: Any) -> dict[int, int]:
-    """token id -> window position (A=0, ..., Z=25) for every token that decodes to exactly one
-    identifier letter (a vocabulary may hold several variants of a letter)."""
+def identifier_token_ids(tokenizer: Any, labels: Sequence[str] = LETTERS) -> dict[int, int]:
+    """token id -> window position (labels[i] -> i; by default A=0, ..., Z=25) for every token that decodes to
+    exactly one identifier (a vocabulary may hold several variants of a letter)."""
+    position = {label: i for i, label in enumerate(labels)}
     decoded = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return {
-        token_id: ord(text) - 65
-        for token_id, text in enumerate(decoded)
-        if len(text) == 1 and text.isalpha() and "A" <= text <= identifier(MAX_IDENTIFIERS - 1)
-    }
+    return {token_id: position[text] for token_id, text in enumerate(decoded) if text in position}
 
 
 def window_order(logprobs: Any, n: int, letter_of: dict[int, int], parity: str | None) -> list[int]:
@@ -68,6 +70,9 @@ class FirstOptions(ListwiseOptions):
         super().__post_init__()
         if self.parity is not None and self.parity not in PARITY_MODES:
             raise ValueError(f"parity must be one of {PARITY_MODES}, got {self.parity!r}")
+        if self.parity == "rank_llm" and self.window > MAX_IDENTIFIERS:
+            raise ValueError(f"window must be <= {MAX_IDENTIFIERS} with parity rank_llm (its passages are labelled "
+                             f"A..Z), got {self.window}")
 
 
 class FirstReranker(ListwiseReranker):
@@ -79,7 +84,8 @@ class FirstReranker(ListwiseReranker):
     def __init__(self, lm: CausalLM, options: FirstOptions | None = None):
         super().__init__(lm, options)
         self.token_budget = self.options.parity is None  # rank_llm fits prompts by words only
-        self._letter_of = identifier_token_ids(lm.tokenizer)
+        # every letter, as before, for windows of up to 26 (positions beyond the window are ignored anyway)
+        self._letter_of = identifier_token_ids(lm.tokenizer, max(self.labels, LETTERS, key=len))
 
     def engine_input(self, window: Candidates) -> str:
         """The prompt followed by "[": the next token is the identifier of the best passage."""

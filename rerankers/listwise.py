@@ -17,22 +17,27 @@ from rankline.formats import Candidates, Hit
 from rankline.rerankers.batching import LeftPadded, left_pad, length_sorted_chunks
 from rankline.rerankers.base import PyTerrierReranker
 from rankline.rerankers.models import CausalLM
-from rankline.rerankers.prompts import MAX_IDENTIFIERS, Passage, fit_listwise_prompt, ranking_output_tokens
+from rankline.rerankers.prompts import (LETTERS, Passage, fit_listwise_prompt, ranking_output_tokens,
+                                        single_token_identifiers)
 from rankline.rerankers.ranking import SlidingWindow, complete_permutation, rerank_sliding
 
 DEFAULT_STRIDE = 10  # rank_llm's step
-_IDENTIFIER = re.compile(r"\[\s*([A-Z])\s*\]")
+_IDENTIFIER = re.compile(r"\[\s*([A-Za-z]+)\s*\]")
 
 
-def parse_ranking(text: str, n: int) -> list[int]:
-    """The permutation of n passages that a generated "[C] > [A] > ..." describes, repaired."""
-    return complete_permutation([ord(m) - 65 for m in _IDENTIFIER.findall(text)], n)
+def parse_ranking(text: str, n: int, labels: Sequence[str] = LETTERS) -> list[int]:
+    """The permutation of n passages that a generated "[C] > [A] > ..." describes (passage i labelled
+    labels[i]), repaired."""
+    position = {label: i for i, label in enumerate(labels)}
+    return complete_permutation([position.get(m, n) for m in _IDENTIFIER.findall(text)], n)
 
 
 @dataclass(frozen=True)
 class ListwiseOptions:
     """window / stride: the sliding window (passages per prompt, and how far it moves up; the stride
-    defaults to rank_llm's 10, or to the window when that is smaller, and may not exceed the window);
+    defaults to rank_llm's 10, or to the window when that is smaller, and may not exceed the window; a window of
+    at least the depth is one prompt per query, no sliding; beyond 26 passages the reranker labels them with
+    single-token identifiers of its tokenizer and refuses, when it loads, a window the tokenizer cannot label);
     batch_size: windows per forward pass (None: 1 on the CPU, where a left-padded batch runs attention
     through the masked path and costs more than its windows one at a time, 8 on an accelerator);
     context_size: the prompt's token budget (capped by the model's); progress: a bar over the windows.
@@ -52,12 +57,17 @@ class ListwiseOptions:
         if self.stride is None:
             object.__setattr__(self, "stride", min(DEFAULT_STRIDE, self.window))
         SlidingWindow(self.window, self.stride)  # window and stride >= 1, stride <= window
-        if self.window > MAX_IDENTIFIERS:
-            raise ValueError(f"passages are labelled A..Z: window must be <= {MAX_IDENTIFIERS}, got {self.window}")
         for name in ("batch_size", "context_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _linearised(lm: CausalLM) -> bool:
+    """Whether the model's attention was linearised (rerankers.linear)."""
+    from rankline.rerankers.linear.llama import LinearisedLlamaAttention
+
+    return any(isinstance(m, LinearisedLlamaAttention) for m in lm.model.modules())
 
 
 class ListwiseReranker(PyTerrierReranker):
@@ -72,14 +82,16 @@ class ListwiseReranker(PyTerrierReranker):
         self.options = options
         self.schedule = SlidingWindow(options.window, options.stride)
         self.batch_size = options.batch_size or (1 if lm.device.type == "cpu" else 8)
+        self.labels = single_token_identifiers(lm.tokenizer, options.window)  # A..Z up to 26
         max_positions = getattr(lm.model.config, "max_position_embeddings", None) or options.context_size
-        self.context_size = min(options.context_size, max_positions)
+        # a linearised model's attention has no trained length limit (its softmax part spans a short window)
+        self.context_size = options.context_size if _linearised(lm) else min(options.context_size, max_positions)
 
     def prompt(self, window: Candidates) -> str:
         """The rendered chat prompt of a window, fitted into the context."""
         passages = [Passage(h.text, h.title) for h in window.hits]
-        return fit_listwise_prompt(self.lm.tokenizer, window.query.text, passages,
-                                   context_size=self.context_size, token_budget=self.token_budget)
+        return fit_listwise_prompt(self.lm.tokenizer, window.query.text, passages, context_size=self.context_size,
+                                   token_budget=self.token_budget, labels=self.labels)
 
     def engine_input(self, window: Candidates) -> str:
         """What the model reads for a window (the prompt; FIRST appends "[")."""
@@ -110,7 +122,7 @@ class ListwiseGenerationReranker(ListwiseReranker):
         tokenizer = self.lm.tokenizer
         eos = self.lm.model.generation_config.eos_token_id
         stop = set(eos if isinstance(eos, list) else [eos])
-        limits = [ranking_output_tokens(tokenizer, len(w.hits)) for w in windows]
+        limits = [ranking_output_tokens(tokenizer, len(w.hits), self.labels) for w in windows]
         answers: list[list[int]] = [[] for _ in windows]
         for chunk, batch in self.batches(windows):
             with torch.inference_mode():
@@ -125,4 +137,4 @@ class ListwiseGenerationReranker(ListwiseReranker):
 
     def rank_windows(self, windows: Sequence[Candidates]) -> list[list[int]]:
         texts = self.lm.tokenizer.batch_decode(self.generate(windows), skip_special_tokens=True)
-        return [parse_ranking(text, len(w.hits)) for text, w in zip(texts, windows)]
+        return [parse_ranking(text, len(w.hits), self.labels) for text, w in zip(texts, windows)]

@@ -24,7 +24,10 @@ def add_reranker_arguments(parser: argparse.ArgumentParser | argparse._ArgumentG
     parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH,
                         help="how many candidates of each query the reranker receives: the top DEPTH are reranked, "
                              f"the rest keep their order below them (default {DEFAULT_DEPTH})")
-    parser.add_argument("--window", type=int, help="first/listwise: passages per sliding window (default 20)")
+    parser.add_argument("--window", type=int,
+                        help="first/listwise: passages per sliding window (default 20); beyond 26 they are labelled "
+                             "with single-token identifiers of the model's tokenizer, and a window of at least "
+                             "--depth ranks each list in one pass (e.g. --window 100 on a linearised model)")
     parser.add_argument("--stride", type=int,
                         help="first/listwise: how far the window moves up, at most --window (default 10, or the "
                              "window when smaller)")

@@ -130,7 +130,8 @@ def test_listwise_stride_defaults_to_ten_or_the_window_and_every_value_is_checke
     assert ListwiseOptions().stride == 10 and ListwiseOptions(window=4).stride == 4
     assert FirstOptions(window=12).stride == 10 and FirstOptions(window=8, stride=3).stride == 3
     for bad, message in [({"window": 10, "stride": 15}, "stride 15 is larger than window 10"),
-                         ({"window": 27}, "window must be <= 26"), ({"context_size": 0}, "context_size must be >= 1"),
+                         ({"window": 27, "parity": "rank_llm"}, "window must be <= 26 with parity"),
+                         ({"context_size": 0}, "context_size must be >= 1"),
                          ({"window": 2.5}, "window must be an integer"), ({"parity": "vllm"}, "parity must be one of")]:
         with pytest.raises(ValueError, match=message):
             FirstOptions(**bad)
