@@ -17,9 +17,12 @@ import json
 import math
 import os
 import re
+import sys
+from collections import deque
+from itertools import groupby, islice
 from typing import Iterable, Iterator, Mapping
 
-from rankline.formats.io import FormatError, atomic_write, open_text
+from rankline.formats.io import FormatError, TextReader, atomic_write, open_text
 from rankline.formats.order import ranked
 from rankline.formats.records import Doc
 
@@ -116,6 +119,101 @@ def _parse_relevance(path: PathLike, line_no: int, token: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------- runs
+#
+# The TREC run and qrels readers take a file a block of whole lines at a time (64K characters, so
+# what a block makes stays in the CPU cache). A block is split into its fields with one C call
+# (str.split) after a sentinel field is put at the end of every line; the sentinel falling exactly
+# after every n-th field proves that every line of the block has n fields. Scores, ranks and grades
+# are then converted column by column with map(float) / map(int), and each query's documents become
+# a dict in one call, its length proving no document came twice. Any doubt (a line with another
+# number of fields, a blank line, a value that does not convert, a score that is not finite, a
+# document twice, a byte-order mark) sends the whole block, untouched, to the line-by-line reader,
+# which finds the exact line and says what is wrong; so every line is checked the same way either
+# path, and errors read as they always did.
+
+_BLOCK_CHARS = 1 << 16
+_SENTINEL = "\x00"  # a field of its own at the end of every line (a block that has one goes line by line)
+_END = "\n" + _SENTINEL + "\n"
+
+
+def _blocks(fh: TextReader) -> Iterator[tuple[int, str]]:
+    """(line number of its first line, block) for consecutive blocks of whole lines of `fh`, each
+    ending in a newline (one is added to a last line that has none)."""
+    line_no, pending = 1, []
+    while text := fh.read(_BLOCK_CHARS):
+        end = text.rfind("\n") + 1
+        if not end:  # no line ends in this piece: keep it (a long line, or a file with no newlines)
+            pending.append(text)
+            continue
+        if pending:
+            pending.append(text[:end])
+            block = "".join(pending)
+            pending = []
+        else:
+            block = text[:end]
+        if end < len(text):
+            pending.append(text[end:])
+        yield line_no, block
+        line_no += block.count("\n")
+    if pending:
+        yield line_no, "".join(pending) + "\n"
+
+
+def _columns(block: str, n_fields: int) -> list[str] | None:
+    """The fields of every line of `block`, in order (n_fields + 1 per line, the last the sentinel),
+    or None unless every line has exactly `n_fields` whitespace-separated fields (a blank line has
+    none) and the block has no character equal to the sentinel."""
+    if _SENTINEL in block:
+        return None
+    fields = block.replace("\n", _END).split()
+    n_lines, width = block.count("\n"), n_fields + 1
+    # n_lines sentinels in all, at every width-th place: n_fields fields before each
+    if len(fields) != width * n_lines or fields[n_fields::width].count(_SENTINEL) != n_lines:
+        return None
+    return fields
+
+
+def _all_int(tokens: list[str]) -> bool:
+    """Whether int() takes every token (as the line-by-line readers require)."""
+    limit = sys.get_int_max_str_digits() or sys.maxsize  # int() refuses more digits than this
+    if "".join(tokens).isdecimal() and max(map(len, tokens), default=0) <= limit:
+        return True  # only decimal digits, and no more of them than int() reads
+    try:
+        deque(map(int, tokens), maxlen=0)  # signs, underscores, surrounding spaces: int() decides
+    except ValueError:
+        return False
+    return True
+
+
+def _add_block(table: dict[str, dict], qids: list[str], docids: list[str], values: list) -> bool:
+    """Add one block's (qid, docid, value) columns to `table`, or leave `table` untouched and return
+    False if a qid starts with a byte-order mark, or a document comes twice for a query (within the
+    block, or already in `table`)."""
+    parts: dict[str, dict] = {}
+    pairs = zip(docids, values)
+    for qid, members in groupby(qids):
+        n = len(list(members))
+        docs = dict(islice(pairs, n))
+        if len(docs) != n or qid[0] == BOM:
+            return False
+        earlier = parts.get(qid)
+        if earlier is None:
+            parts[qid] = docs
+        elif earlier.keys().isdisjoint(docs):
+            earlier.update(docs)
+        else:
+            return False
+    for qid, docs in parts.items():
+        old = table.get(qid)
+        if old is not None and not old.keys().isdisjoint(docs):
+            return False
+    for qid, docs in parts.items():
+        old = table.get(qid)
+        if old is None:
+            table[qid] = docs
+        else:
+            old.update(docs)
+    return True
 
 
 def read_run(path: PathLike) -> Run:
@@ -125,27 +223,51 @@ def read_run(path: PathLike) -> Run:
     integer rank and a finite score; a docid twice for the same query is an error.
     """
     run: Run = {}
-    qid, docs = None, {}
     with open_text(path) as fh:
-        for line_no, line in enumerate(fh, 1):
-            try:  # the fast path; any problem is diagnosed by _run_line_error
-                q, _, docid, rank, score, _ = line.split()
-                value = float(score)
-                int(rank)
-            except ValueError:
-                if not line.strip():
-                    continue
-                raise _run_line_error(path, line_no, line) from None
-            if value - value != 0.0:  # NaN or infinite
-                raise FormatError(path, line_no, f"expected a finite score in field 5, got {score!r}")
-            if q != qid:
-                if q[0] == BOM:  # a BOM inside the file (open_text drops the one at its start)
-                    raise _bom_error(path, line_no)
-                qid, docs = q, run.setdefault(q, {})
-            if docid in docs:
-                raise FormatError(path, line_no, f"document {docid!r} appears twice for query {qid!r}")
-            docs[docid] = value
+        for line_no, block in _blocks(fh):
+            if not _add_run_block(run, block):
+                _add_run_lines(path, run, line_no, block)
     return run
+
+
+def _add_run_block(run: Run, block: str) -> bool:
+    """The fast path of read_run for one block; False (and `run` untouched) if any line is in doubt."""
+    fields = _columns(block, 6)
+    if fields is None:
+        return False
+    try:
+        scores = list(map(float, fields[4::7]))
+    except ValueError:
+        return False
+    if not _all_int(fields[3::7]):
+        return False
+    total = sum(scores)
+    if total - total != 0.0:  # a NaN or infinite score (or finite ones summing past the largest float)
+        return False
+    return _add_block(run, fields[0::7], fields[2::7], scores)
+
+
+def _add_run_lines(path: PathLike, run: Run, first_line_no: int, block: str) -> None:
+    """read_run line by line over one block: every line checked on its own, errors naming it."""
+    qid, docs = None, {}
+    for line_no, line in enumerate(block.split("\n")[:-1], first_line_no):
+        try:  # the fast path; any problem is diagnosed by _run_line_error
+            q, _, docid, rank, score, _ = line.split()
+            value = float(score)
+            int(rank)
+        except ValueError:
+            if not line.strip():
+                continue
+            raise _run_line_error(path, line_no, line) from None
+        if value - value != 0.0:  # NaN or infinite
+            raise FormatError(path, line_no, f"expected a finite score in field 5, got {score!r}")
+        if q != qid:
+            if q[0] == BOM:  # a BOM inside the file (open_text drops the one at its start)
+                raise _bom_error(path, line_no)
+            qid, docs = q, run.setdefault(q, {})
+        if docid in docs:
+            raise FormatError(path, line_no, f"document {docid!r} appears twice for query {qid!r}")
+        docs[docid] = value
 
 
 def _run_line_error(path: PathLike, line_no: int, line: str) -> FormatError:
@@ -194,21 +316,59 @@ def read_qrels(path: PathLike) -> Qrels:
 
     TREC qrels have four fields ``qid iter docid rel``; a file whose first line is the BEIR header
     ``query-id corpus-id score`` is read as BEIR TSV with three fields per line. A (qid, docid)
-    pair judged twice is an error.
+    pair judged twice is an error. Read a block at a time as read_run is.
     """
     qrels: Qrels = {}
-    lines = _lines(path)
-    first = next(lines, None)
-    if first is None:
-        return qrels
-    beir = tuple(first[1].split()) == BEIR_QRELS_HEADER
-    if beir:
-        n_fields, layout, doc_col = 3, "'query-id corpus-id score' (BEIR TSV)", 1
-        body: Iterable[tuple[int, str]] = lines
-    else:
-        n_fields, layout, doc_col = 4, "'qid iter docid rel' (TREC qrels)", 2
-        body = _chain(first, lines)
-    for line_no, line in body:
+    layout = None
+    with open_text(path) as fh:
+        for line_no, block in _blocks(fh):
+            if layout is None:
+                first = _first_line(block)
+                if first is None:  # only blank lines so far
+                    continue
+                index, line, end = first
+                if tuple(line.split()) == BEIR_QRELS_HEADER:
+                    layout = 3, 1, "'query-id corpus-id score' (BEIR TSV)"
+                    line_no, block = line_no + index + 1, block[end:]
+                else:
+                    layout = 4, 2, "'qid iter docid rel' (TREC qrels)"
+            if not _add_qrels_block(qrels, block, layout[0], layout[1]):
+                _add_qrels_lines(path, qrels, line_no, block, *layout)
+    return qrels
+
+
+def _first_line(block: str) -> tuple[int, str, int] | None:
+    """(index, text, end offset) of the first non-blank line of `block`; None if all are blank."""
+    start = index = 0
+    while start < len(block):
+        end = block.index("\n", start) + 1
+        if block[start:end].strip():
+            return index, block[start:end], end
+        start, index = end, index + 1
+    return None
+
+
+def _add_qrels_block(qrels: Qrels, block: str, n_fields: int, doc_col: int) -> bool:
+    """The fast path of read_qrels for one block; False (and `qrels` untouched) if any line is in doubt."""
+    fields = _columns(block, n_fields)
+    if fields is None:
+        return False
+    width = n_fields + 1
+    try:
+        grades = list(map(int, fields[n_fields - 1::width]))  # "1." or "2.0" go the careful way
+    except ValueError:
+        return False
+    return _add_block(qrels, fields[0::width], fields[doc_col::width], grades)
+
+
+def _add_qrels_lines(path: PathLike, qrels: Qrels, first_line_no: int, block: str, n_fields: int, doc_col: int,
+                     layout: str) -> None:
+    """read_qrels line by line over one block: every line checked on its own, errors naming it."""
+    for line_no, line in enumerate(block.split("\n")[:-1], first_line_no):
+        if not line.strip():
+            continue
+        if line[0] == BOM:
+            raise _bom_error(path, line_no)
         fields = line.split()
         if len(fields) != n_fields:
             raise FormatError(path, line_no, f"expected {n_fields} fields {layout}, got {len(fields)}")
@@ -218,12 +378,6 @@ def read_qrels(path: PathLike) -> Qrels:
         if docid in docs:
             raise FormatError(path, line_no, f"document {docid!r} judged twice for query {qid!r}")
         docs[docid] = grade
-    return qrels
-
-
-def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
-    yield first
-    yield from rest
 
 
 def write_qrels(path: PathLike, qrels: Mapping[str, Mapping[str, int]], *, beir: bool = False) -> None:
