@@ -116,7 +116,11 @@ class LinearisedLlamaAttention(nn.Module):
 
 
 def _detached(state: HybridState) -> HybridState:
-    return HybridState(*(x.detach() for x in (state.linear, state.keys, state.values, state.features, state.valid)))
+    """The state to keep, detached and copied: the parallel form's window tensors are views into the whole
+    sequence's keys, values and features, which a kept view would hold in memory (the state would grow with the
+    prompt instead of being fixed-size)."""
+    return HybridState(*(x.detach().clone() for x in (state.linear, state.keys, state.values, state.features,
+                                                       state.valid)))
 
 
 def _key_valid(mask: torch.Tensor | None, T: int) -> torch.Tensor | None:

@@ -51,6 +51,40 @@ def test_generate_on_the_recurrent_state_equals_parallel_greedy(settings, monkey
     assert state.keys.shape[2] == settings.window and state.linear.shape == (2, 4, 16, 9)  # F = 2 x head dim 8
 
 
+def _held_bytes(state) -> int:
+    """Bytes of the storage the state's tensors keep alive (a view keeps its whole base)."""
+    fields = (state.linear, state.keys, state.values, state.features, state.valid)
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in fields}.values())
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_the_state_after_a_prompt_holds_the_same_memory_whatever_its_length(window) -> None:
+    """After a parallel prefill the kept state must not be views into the prompt's keys, values and features."""
+    from transformers import DynamicCache
+
+    model = _tiny(LinearSettings(window=window, decay="fixed"))
+    held = []
+    for length in (5, 40):
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(input_ids=torch.randint(3, 61, (1, length)), cache=cache, use_cache=True)
+        held.append(_held_bytes(model.model.layers[0].self_attn._states[cache]))
+    assert held[0] == held[1]
+
+
+def test_a_prompt_read_in_chunks_equals_one_pass() -> None:
+    from transformers import DynamicCache
+
+    model = _tiny(LinearSettings(window=3, decay="learned"))
+    ids = torch.randint(3, 61, (2, 23), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        whole = model(input_ids=ids, use_cache=False).logits
+        cache, parts = DynamicCache(config=model.config), []
+        for start in range(0, 23, 5):
+            parts.append(model(input_ids=ids[:, start:start + 5], cache=cache, use_cache=True).logits)
+    torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=1e-9, atol=1e-10)
+
+
 def test_left_padding_is_ignored() -> None:
     model = _tiny(LinearSettings(window=3, decay="learned"))
     row = torch.randint(3, 61, (1, 7), generator=torch.Generator().manual_seed(2))
