@@ -8,7 +8,9 @@ share forward passes (left padding; on an accelerator by default, see `FirstOpti
 A window of more than 26 passages continues A..Z with identifiers that are each one token of the model's
 tokenizer (`prompts.single_token_identifiers`), so the same one-token reading ranks them all; a window of at least
 the depth (`--window 100` for the top 100) is one forward pass per query and no sliding, which a
-linear-attention model (rerankers.linear) makes affordable.
+linear-attention model (rerankers.linear) makes affordable. On such a model the pass reads the prompt in chunks of
+`LINEAR_PREFILL_CHUNK` tokens, each continuing from the fixed-size state the previous one left (the layers' cache),
+so its memory does not grow with the list beyond the token ids; the last token's logits are the one-pass ones.
 
 `parity="rank_llm"` reproduces castorini rank_llm 0.26.0 (`RankListwiseOSLLM`, use_logits, use_alpha):
 only identifiers among the 30 most probable tokens of the whole vocabulary are ranked (vLLM's
@@ -22,13 +24,14 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from rankline.formats import Candidates
-from rankline.rerankers.listwise import ListwiseOptions, ListwiseReranker
+from rankline.rerankers.listwise import ListwiseOptions, ListwiseReranker, is_linearised_lm
 from rankline.rerankers.models import CausalLM
 from rankline.rerankers.prompts import LETTERS, MAX_IDENTIFIERS
 from rankline.rerankers.ranking import complete_permutation
 
 PARITY_MODES = ("rank_llm",)
 RANK_LLM_TOP_LOGPROBS = 30
+LINEAR_PREFILL_CHUNK = 2048  # tokens per forward call on a linearised model (module docstring)
 
 
 def identifier_token_ids(tokenizer: Any, labels: Sequence[str] = LETTERS) -> dict[int, int]:
@@ -86,6 +89,7 @@ class FirstReranker(ListwiseReranker):
         self.token_budget = self.options.parity is None  # rank_llm fits prompts by words only
         # every letter, as before, for windows of up to 26 (positions beyond the window are ignored anyway)
         self._letter_of = identifier_token_ids(lm.tokenizer, max(self.labels, LETTERS, key=len))
+        self._linear = is_linearised_lm(lm)
 
     def engine_input(self, window: Candidates) -> str:
         """The prompt followed by "[": the next token is the identifier of the best passage."""
@@ -98,8 +102,22 @@ class FirstReranker(ListwiseReranker):
         perms: list[list[int]] = [[] for _ in windows]
         for chunk, batch in self.batches(windows):
             with torch.inference_mode():
-                logits = self.lm.model(**batch.model_inputs(), logits_to_keep=1, use_cache=False).logits[:, -1, :]
+                if self._linear and bool(batch.attention_mask.all()):
+                    logits = self._chunked_last_logits(batch.input_ids)
+                else:
+                    logits = self.lm.model(**batch.model_inputs(), logits_to_keep=1, use_cache=False).logits[:, -1, :]
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, i in enumerate(chunk):
                 perms[i] = window_order(logprobs[row], len(windows[i].hits), self._letter_of, self.options.parity)
         return perms
+
+    def _chunked_last_logits(self, input_ids: Any) -> Any:
+        """The last token's logits of unpadded rows on a linearised model, read LINEAR_PREFILL_CHUNK tokens at a
+        time, each chunk continuing from the state the previous one left in the cache."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.lm.model.config)
+        for start in range(0, input_ids.shape[1], LINEAR_PREFILL_CHUNK):
+            out = self.lm.model(input_ids=input_ids[:, start:start + LINEAR_PREFILL_CHUNK], cache=cache,
+                                use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :]

@@ -63,7 +63,7 @@ class ListwiseOptions:
                 raise ValueError(f"{name} must be >= 1, got {value}")
 
 
-def _linearised(lm: CausalLM) -> bool:
+def is_linearised_lm(lm: CausalLM) -> bool:
     """Whether the model's attention was linearised (rerankers.linear)."""
     from rankline.rerankers.linear.llama import LinearisedLlamaAttention
 
@@ -85,7 +85,7 @@ class ListwiseReranker(PyTerrierReranker):
         self.labels = single_token_identifiers(lm.tokenizer, options.window)  # A..Z up to 26
         max_positions = getattr(lm.model.config, "max_position_embeddings", None) or options.context_size
         # a linearised model's attention has no trained length limit (its softmax part spans a short window)
-        self.context_size = options.context_size if _linearised(lm) else min(options.context_size, max_positions)
+        self.context_size = options.context_size if is_linearised_lm(lm) else min(options.context_size, max_positions)
 
     def prompt(self, window: Candidates) -> str:
         """The rendered chat prompt of a window, fitted into the context."""

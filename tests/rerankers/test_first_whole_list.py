@@ -121,7 +121,8 @@ def test_listwise_generation_parses_identifiers_beyond_z(lm) -> None:
     assert ranking_output_tokens(lm.tokenizer, 40, labels) == len(lm.tokenizer.encode(answer, add_special_tokens=False))
 
 
-def test_a_linearised_model_is_not_capped_at_its_trained_length(tiny_dir) -> None:
+def test_a_linearised_model_is_not_capped_at_its_trained_length_and_reads_in_chunks(tiny_dir, monkeypatch) -> None:
+    import rankline.rerankers.first as first_module
     from rankline.rerankers.linear.llama import LinearSettings, linearise
 
     lm = load_causal_lm(tiny_dir, device="cpu")
@@ -129,9 +130,17 @@ def test_a_linearised_model_is_not_capped_at_its_trained_length(tiny_dir) -> Non
     linearise(lm.model, LinearSettings(window=8))
     reranker = FirstReranker(lm, FirstReranker.Options(window=100, context_size=40000))
     assert reranker.context_size == 40000
+    window = Candidates(Query("q", "paris art"), _hits(100, 3))
+    ids = torch.tensor([lm.tokenizer.encode(reranker.engine_input(window))])
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(lm.model(input_ids=ids, use_cache=False).logits[0, -1].float(), dim=-1)
+    token_of = [lm.tokenizer.convert_tokens_to_ids(label) for label in reranker.labels]
+    expected = sorted(range(100), key=lambda p: (-logprobs[token_of[p]].item(), p))  # one pass over the whole prompt
+    monkeypatch.setattr(first_module, "LINEAR_PREFILL_CHUNK", 500)
     calls, handle = _count_forwards(lm.model)
     try:
-        out = rerank_head(reranker, [Candidates(Query("q", "paris art"), _hits(100, 3))], depth=100)[0]
+        out = rerank_head(reranker, [window], depth=100)[0]
     finally:
         handle.remove()
-    assert len(calls) == 1 and sorted(h.docid for h in out) == sorted(f"d{i}" for i in range(100))
+    assert len(calls) == -(-ids.shape[1] // 500) > 1  # one pass over the prompt, 500 tokens per call
+    assert [h.docid for h in out] == [window.hits[p].docid for p in expected]
