@@ -116,8 +116,13 @@ class FirstReranker(ListwiseReranker):
         time, each chunk continuing from the state the previous one left in the cache."""
         from transformers import DynamicCache
 
+        import torch
+
         cache = DynamicCache(config=self.lm.model.config)
         for start in range(0, input_ids.shape[1], LINEAR_PREFILL_CHUNK):
-            out = self.lm.model(input_ids=input_ids[:, start:start + LINEAR_PREFILL_CHUNK], cache=cache,
-                                use_cache=True, logits_to_keep=1)
+            part = input_ids[:, start:start + LINEAR_PREFILL_CHUNK]
+            # every key is real: a 4-D mask goes through transformers as it is, and the linearised layers read only
+            # its last row, so no [chunk, prefix + chunk] causal mask (growing with the prompt) is built
+            real = torch.ones(part.shape[0], 1, 1, part.shape[1], dtype=torch.bool, device=part.device)
+            out = self.lm.model(input_ids=part, attention_mask=real, cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :]
