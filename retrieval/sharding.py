@@ -1,0 +1,507 @@
+"""Sharded exact dense search: the vectors of a flat index split into S contiguous shards, each
+searched on its own (in this process, or each in its own Ray actor), and the shards' top-k merged
+into exactly the unsharded index's top-k, in trec_eval order (score as float32 descending, then
+docid descending).
+
+    retriever = open_sharded_retriever("indexes/scifact", shards=4)                  # in-process
+    retriever = open_sharded_retriever("indexes/scifact", shards=4, placement="ray",
+                                       num_cpus=1, resources={"shard_host": 1})      # one actor each
+    retriever.search_batch(queries, k=100)
+
+A shard is rows start..stop-1 of the index, read from the index folder's embedding files
+(dense-shards/*.npy, the vectors the flat FAISS index was built from), each checked against the
+sha256 the manifest records before it is used: a sharded search is as verified as an unsharded one,
+and a shard reads only its own part (a shard's memory is 1/S of the index). Any S works on any
+flat index folder; nothing is rebuilt to change S.
+
+Exact scores. FAISS sums an inner product in float32 in an order that depends on where the vector
+sits (its row within a 1024-row BLAS block, the OpenMP threads, the query batch size), so the same
+query and document can differ in the last bit between a shard and the whole index, and a top-k
+cut could differ with them. Each shard therefore uses FAISS only to find candidates and rescores
+them with one fixed rule, `exact_scores`: float32 inputs multiplied in float64 (exact), summed in
+dimension order, rounded once to float32. A document's score then depends only on its vector and
+the query, the same in every shard, process and machine. A shard fetches more candidates than k and
+widens its FAISS search until the k-th rescored candidate lies strictly above the last FAISS score
+plus a bound on FAISS's rounding error ((d + 4) * 2**-23 * |q| * max |x|, above the textbook
+gamma_d bound for a d-term float32 sum), so no document it did not fetch can rank above it, a tie
+included. The merged top-k is the exact top-k of the whole index under that score; its scores equal
+FAISS's to within that bound, and equal them bit for bit wherever FAISS's arithmetic is exact.
+
+A shard served by a Ray actor is restarted by Ray after a crash (up to `max_restarts` times, with
+its calls retried); a shard that stays dead fails the whole search with `ShardUnavailableError`
+naming it: results are never silently partial.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from rankline.formats import Hit, Query, trec_order
+from rankline.retrieval.base import PyTerrierRetriever, check_queries
+from rankline.retrieval.corpus import file_sha256
+from rankline.retrieval.manifest import Manifest
+
+PLACEMENTS = ("local", "ray")
+_ERROR_BOUND_ULPS = 2.0 ** -23  # twice float32's unit roundoff
+_RESCORE_CHUNK = 1 << 22  # float64 products rescored at once (32 MiB)
+
+ShardResult = tuple[list[str], np.ndarray]  # one query's top hits of one shard: docids, float32 scores
+
+
+class ShardUnavailableError(RuntimeError):
+    """A shard actor is dead (and out of restarts) or cannot be reached: the search has no result."""
+
+
+def exact_scores(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """float32 inner products of one query with each row of `vectors`: products in float64 (exact for
+    float32 inputs), summed in dimension order, rounded once. The same for a vector wherever it sits."""
+    products = vectors.astype(np.float64) * query.astype(np.float64)
+    if products.shape[1] == 0:
+        return np.zeros(len(products), np.float32)
+    return np.cumsum(products, axis=1)[:, -1].astype(np.float32)  # cumsum: strictly left to right
+
+
+def shard_ranges(count: int, shards: int) -> list[tuple[int, int]]:
+    """(start, stop) of `shards` contiguous row ranges covering 0..count-1, sizes differing by at most one."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ValueError(f"shards must be a positive integer, got {shards!r}")
+    if shards > count:
+        raise ValueError(f"cannot split {count} documents into {shards} shards (each shard needs at least one document)")
+    bounds = [count * i // shards for i in range(shards + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def merge_topk(parts: Sequence[ShardResult], k: int) -> ShardResult:
+    """The top `k` of the union of the shards' top-k lists of one query, in trec_eval order."""
+    docids = [d for ids, _ in parts for d in ids]
+    if not docids:
+        return [], np.empty(0, np.float32)
+    scores = np.concatenate([np.asarray(s, np.float32) for _, s in parts])
+    order = trec_order(docids, scores)[:k]
+    return [docids[i] for i in order], scores[order]
+
+
+class FlatShard:
+    """Exact inner-product search over rows start..start+n-1 of an index: `vectors` (n x d float32)
+    whose doc ids are `docids`. `search` returns each query's top k in trec_eval order with
+    `exact_scores` scores (see the module docstring)."""
+
+    def __init__(self, vectors: np.ndarray, docids: Sequence[str], start: int = 0):
+        import faiss
+
+        if vectors.ndim != 2 or vectors.dtype != np.float32:
+            raise ValueError(f"shard vectors must be a 2-d float32 array, got {vectors.dtype} of shape {vectors.shape}")
+        if len(docids) != len(vectors) or not len(vectors):
+            raise ValueError(f"a shard needs one doc id per vector and at least one vector; got {len(docids)} ids, {len(vectors)} vectors")
+        n, dim = vectors.shape
+        self.start, self.dim, self.docids = start, dim, list(docids)
+        self.index = faiss.IndexFlatIP(dim)
+        self.index.add(np.ascontiguousarray(vectors))
+        self.vectors = faiss.rev_swig_ptr(self.index.get_xb(), n * dim).reshape(n, dim)  # the index's own copy, no second one
+        self.max_norm = max(float(np.sqrt(np.square(self.vectors[i : i + 65536], dtype=np.float64).sum(axis=1).max()))
+                            for i in range(0, n, 65536))
+        if not np.isfinite(self.max_norm):
+            raise ValueError(f"shard rows {start}..{start + n - 1}: the vectors hold NaN or infinity")
+
+    @property
+    def rows(self) -> int:
+        return len(self.docids)
+
+    def nbytes(self) -> int:
+        """Bytes the shard's vectors take (its FAISS index)."""
+        return self.vectors.nbytes
+
+    def search(self, queries: np.ndarray, k: int) -> list[ShardResult]:
+        """Each query's top `k` documents of this shard (fewer when the shard is smaller): doc ids and
+        float32 scores, in trec_eval order."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if not np.isfinite(q).all():
+            raise ValueError(f"query {int(np.nonzero(~np.isfinite(q).all(axis=1))[0][0]) + 1}: the vector holds NaN or infinity")
+        n, k = self.rows, int(k)
+        bound = (self.dim + 4) * _ERROR_BOUND_ULPS * np.linalg.norm(q.astype(np.float64), axis=1) * self.max_norm
+        out: list[ShardResult | None] = [None] * len(q)
+        todo = np.arange(len(q))
+        fetch = min(n, k + max(8, k // 8))
+        while len(todo):
+            faiss_scores, ids = self.index.search(q[todo], fetch)
+            again = []
+            per_chunk = max(1, _RESCORE_CHUNK // (fetch * self.dim))
+            for lo in range(0, len(todo), per_chunk):
+                rows = todo[lo : lo + per_chunk]
+                cand = ids[lo : lo + per_chunk]
+                products = self.vectors[cand].astype(np.float64) * q[rows, None, :].astype(np.float64)
+                rescored = np.cumsum(products, axis=2)[:, :, -1].astype(np.float32)
+                for j, r in enumerate(rows):
+                    docids = [self.docids[i] for i in cand[j]]
+                    order = trec_order(docids, rescored[j])[:k]
+                    last = float(faiss_scores[lo + j, fetch - 1])
+                    if fetch >= n or (len(order) == k and float(rescored[j][order[-1]]) > last + bound[r]):
+                        out[r] = ([docids[i] for i in order], rescored[j][order])
+                    else:  # a document not fetched might still rank among the top k: fetch more
+                        again.append(r)
+            todo = np.array(again, dtype=np.int64)
+            fetch = min(n, fetch * 2)
+        return out  # type: ignore[return-value]
+
+
+# -- shards of an index folder -------------------------------------------------------------------------
+
+def check_flat(folder: Path, manifest: Manifest) -> None:
+    """Raise ValueError unless the index in `folder` has a flat (exact) dense part whose embedding files
+    cover every document (what sharded search reads)."""
+    if manifest.dense is None:
+        raise ValueError(f"{folder}: this index has no dense part; build it with `rankline index CORPUS --out {folder} --dense`")
+    if str(manifest.dense.get("factory")) != "Flat":
+        raise ValueError(f"{folder}: sharded search is exact over flat indexes only; this index is "
+                         f"{manifest.dense.get('index_type')!r} ({manifest.dense.get('factory')}); build one with --index-type flat")
+    pos = 0
+    for entry in manifest.shards():
+        if entry["start"] != pos:
+            break
+        pos += entry["rows"]
+    if pos != manifest.count:
+        raise ValueError(f"{folder}: its embedding files (dense-shards/) do not cover documents {pos}..{manifest.count - 1}, "
+                         "which sharded search reads; build the index again into an empty folder with this rankline")
+
+
+def _verified_bytes(folder: Path, manifest: Manifest, rel: str) -> bytes:
+    path = folder / rel
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise manifest.damage_error(folder, rel, f"missing from the index folder (listed in {folder / 'manifest.json'})") from None
+    if hashlib.sha256(data).hexdigest() != manifest.files.get(rel):
+        raise manifest.damage_error(folder, rel, "checksum mismatch: the file is truncated or corrupted")
+    return data
+
+
+def verify_docstore(folder: Path, manifest: Manifest) -> Path:
+    """The document store's path, after checking its sha256 against the manifest."""
+    path = folder / manifest.docstore
+    if not path.is_file():
+        raise manifest.damage_error(folder, manifest.docstore, "missing from the index folder")
+    if file_sha256(path) != manifest.files[manifest.docstore]:
+        raise manifest.damage_error(folder, manifest.docstore, "checksum mismatch: the file is truncated or corrupted")
+    return path
+
+
+def load_flat_shard(index_dir: str | os.PathLike, start: int, stop: int) -> FlatShard:
+    """Rows start..stop-1 of the flat index in `index_dir`, from its embedding files (each checked
+    against the manifest's sha256; a damaged one is refused, naming it) and its document store."""
+    from rankline.retrieval.docstore import DocStore
+    from rankline.retrieval.retrievers import open_index
+
+    folder = Path(index_dir)
+    manifest = open_index(folder, verify=False)
+    check_flat(folder, manifest)
+    if not 0 <= start < stop <= manifest.count:
+        raise ValueError(f"{folder}: shard rows {start}..{stop - 1} are not within its {manifest.count} documents")
+    dim = int(manifest.dense["dim"])
+    parts = []
+    for entry in manifest.shards():
+        lo, hi = max(start, entry["start"]), min(stop, entry["start"] + entry["rows"])
+        if lo >= hi:
+            continue
+        emb = np.load(io.BytesIO(_verified_bytes(folder, manifest, entry["file"])), allow_pickle=False)
+        if emb.shape != (entry["rows"], dim) or emb.dtype != np.float32:
+            raise manifest.damage_error(folder, entry["file"], f"holds {emb.dtype} {emb.shape}, the manifest says float32 ({entry['rows']}, {dim})")
+        parts.append(emb[lo - entry["start"] : hi - entry["start"]])
+    with DocStore(verify_docstore(folder, manifest)) as store:
+        docids = store.docids_at(range(start, stop))
+    return FlatShard(np.concatenate(parts) if len(parts) > 1 else parts[0], docids, start)
+
+
+# -- scatter-gather ------------------------------------------------------------------------------------
+
+class LocalShards:
+    """Shards held in this process, searched one after another (FAISS uses every core for each)."""
+
+    def __init__(self, shards: Sequence[FlatShard]):
+        self.shards = list(shards)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[ShardResult]]:
+        return [shard.search(queries, k) for shard in self.shards]
+
+    def info(self) -> list[dict[str, Any]]:
+        return [{"start": s.start, "rows": s.rows, "bytes": s.nbytes(), "node_id": None, "pid": os.getpid()} for s in self.shards]
+
+    def close(self) -> None:
+        self.shards = []
+
+
+class ShardServer:
+    """What a shard's Ray actor runs: loads rows start..stop-1 of an index folder, answers searches."""
+
+    def __init__(self, index_dir: str, start: int, stop: int):
+        self.shard = load_flat_shard(index_dir, start, stop)
+
+    def search(self, queries: np.ndarray, k: int) -> list[ShardResult]:
+        return self.shard.search(queries, k)
+
+    def info(self) -> dict[str, Any]:
+        import ray
+
+        return {"start": self.shard.start, "rows": self.shard.rows, "bytes": self.shard.nbytes(),
+                "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+def _ray_error_message(exc: BaseException) -> str:
+    """The message of the error behind a Ray error (an actor's failed constructor, a task's exception)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:
+        return _ray_error_message(cause)
+    text = str(exc)
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):  # "ValueError: /path: ..." of the traceback Ray carries
+        head, sep, rest = line.partition(": ")
+        if sep and head.strip().endswith(("Error", "Exception")):
+            return rest.strip()
+    return " ".join(text.split())
+
+
+class RayShards:
+    """One Ray actor per shard (`ShardServer`); a search sends the query vectors to every shard once
+    (one object in Ray's store) and waits for all of them."""
+
+    def __init__(self, index_dir: str, ranges: Sequence[tuple[int, int]], *, num_cpus: float = 1,
+                 resources: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None, max_restarts: int = 3,
+                 start_timeout_s: float = 300.0):
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("sharded search on Ray needs a running Ray: call ray.init() (or use "
+                               "rankline.pipelines.sharded.open_sharded_on_ray, which starts a local one)")
+        per_shard = _per_shard_resources(resources, len(ranges))
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
+        self.index_dir, self.ranges = index_dir, list(ranges)
+        remote = ray.remote(ShardServer)
+        self.actors = []
+        for (start, stop), res in zip(self.ranges, per_shard):
+            options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": max_restarts, "max_task_retries": max_restarts}
+            if res:
+                options["resources"] = dict(res)
+            self.actors.append(remote.options(**options).remote(index_dir, start, stop))
+        try:
+            self.started = self._gather([a.info.remote() for a in self.actors], timeout=start_timeout_s, starting=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _where(self, i: int) -> str:
+        start, stop = self.ranges[i]
+        return f"shard {i + 1} of {len(self.ranges)} (rows {start}..{stop - 1} of {self.index_dir})"
+
+    def _gather(self, refs: list, *, timeout: float | None = None, starting: bool = False) -> list:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+
+        out = []
+        for i, ref in enumerate(refs):
+            try:
+                out.append(ray.get(ref, timeout=timeout))
+            except GetTimeoutError:
+                raise ShardUnavailableError(f"{self._where(i)} did not start within {timeout:g} s: the Ray cluster may lack "
+                                            "the CPUs or custom resources its actor asks for") from None
+            except RayTaskError as exc:  # the shard ran and raised: bad input, a bug
+                raise ValueError(f"{self._where(i)}: {_ray_error_message(exc)}") from None
+            except RayActorError as exc:
+                message = _ray_error_message(exc)
+                if starting:  # its constructor failed: a damaged or missing file, named in the message
+                    raise ValueError(f"{self._where(i)} cannot start: {message}") from None
+                raise ShardUnavailableError(f"{self._where(i)} is unavailable (its actor died and is out of restarts): "
+                                            f"{message}; no partial results are returned") from None
+            except RayError as exc:
+                raise ShardUnavailableError(f"{self._where(i)} is unavailable: {_ray_error_message(exc)}") from None
+        return out
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[ShardResult]]:
+        import ray
+
+        ref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))
+        return self._gather([actor.search.remote(ref, k) for actor in self.actors])
+
+    def info(self) -> list[dict[str, Any]]:
+        return self._gather([a.info.remote() for a in self.actors])
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+
+
+def _per_shard_resources(resources: Any, shards: int) -> list[dict[str, float]]:
+    if resources is None:
+        return [{}] * shards
+    if isinstance(resources, Mapping):
+        resources = [resources] * shards
+    resources = list(resources)
+    if len(resources) != shards:
+        raise ValueError(f"resources: give one mapping for every shard or one per shard ({shards}), got {len(resources)}")
+    for res in resources:
+        if not isinstance(res, Mapping) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                                                   for v in res.values()):
+            raise ValueError(f"resources must map custom Ray resource names to amounts, got {res!r}")
+        if {"CPU", "GPU"} & set(res):
+            raise ValueError(f"resources are custom Ray resources, got {sorted({'CPU', 'GPU'} & set(res))}; give CPUs with num_cpus")
+    return [dict(r) for r in resources]
+
+
+# -- the retriever -------------------------------------------------------------------------------------
+
+class ShardedDenseRetriever(PyTerrierRetriever):
+    """Dense retrieval over shards of a flat index: encodes queries with the index's encoder, scatters
+    the query vectors to every shard, gathers each shard's top k and merges them (`merge_topk`).
+    `shards` is a `LocalShards` or a `RayShards`. Opened by `open_sharded_retriever`; a copy sent to
+    another process (pickled) opens its own shards there with the same arguments."""
+
+    opened_with: dict[str, Any] | None = None
+
+    def __reduce__(self):
+        if self.opened_with is None:
+            raise TypeError("this ShardedDenseRetriever holds live shards and cannot be pickled; open it with "
+                            "rankline.retrieval.open_sharded_retriever to send it to another process")
+        return (_reopen, (self.opened_with,))
+
+    def __init__(self, shards: LocalShards | RayShards, *, encoder: Any = None, store: Any = None, normalize: bool = True,
+                 batch_size: int = 64, with_text: bool = True):
+        self.shards, self.encoder, self.store = shards, encoder, store
+        self.normalize, self.batch_size, self.with_text = normalize, batch_size, with_text
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> list[ShardResult]:
+        """Each query vector's top `k` (doc ids, float32 scores) over all shards, in trec_eval order."""
+        from rankline.retrieval.dense import check_k
+
+        check_k(k)
+        if not len(queries):
+            return []
+        per_shard = self.shards.search(queries, k)
+        return [merge_topk([shard[i] for shard in per_shard], k) for i in range(len(queries))]
+
+    def search(self, query: Query, k: int) -> list[Hit]:
+        return self.search_batch([query], k)[0]
+
+    def search_batch(self, queries: Sequence[Query], k: int) -> list[list[Hit]]:
+        from rankline.retrieval.dense import check_k
+
+        check_k(k)
+        check_queries(queries)
+        if not queries:
+            return []
+        if self.encoder is None:
+            raise ValueError("this sharded retriever was built from vectors, without an encoder: use search_vectors")
+        emb = self.encoder.encode_queries([q.text for q in queries], batch_size=self.batch_size, normalize=self.normalize)
+        out = []
+        for docids, scores in self.search_vectors(emb, k):
+            scored = list(zip(docids, scores.tolist()))
+            out.append(self.store.to_hits(scored, with_text=self.with_text) if self.store is not None
+                       else [Hit(d, float(s)) for d, s in scored])
+        return out
+
+    def info(self) -> list[dict[str, Any]]:
+        """Per shard: start, rows, bytes of vectors, the Ray node id (None in-process) and process id."""
+        return self.shards.info()
+
+    def close(self) -> None:
+        """Release the shards (kills their Ray actors)."""
+        self.shards.close()
+
+
+def open_sharded_retriever(index_dir: str | os.PathLike, shards: int, *, placement: str = "local", num_cpus: float = 1,
+                           resources: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
+                           max_restarts: int = 3, encoder: Any = None, device: str | None = None, batch_size: int = 64,
+                           with_text: bool = True) -> ShardedDenseRetriever:
+    """Dense retrieval over the flat index in `index_dir` split into `shards` contiguous shards.
+
+    placement "local": the shards live in this process. "ray": each shard in its own Ray actor
+    asking for `num_cpus` CPUs and the custom Ray `resources` (one mapping for every shard, or a list
+    with one per shard: e.g. {"shard_host": 1} with one such resource per node spreads the shards one
+    per node); Ray restarts a crashed shard actor up to `max_restarts` times. Ray must be running.
+    A copy of the retriever sent to another process opens its own shards there.
+    """
+    from rankline.retrieval.docstore import DocStore
+    from rankline.retrieval.encoder import Encoder, load_encoder
+    from rankline.retrieval.retrievers import open_index
+
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    folder = Path(index_dir)
+    manifest = open_index(folder, verify=False)  # every shard verifies the files it reads
+    check_flat(folder, manifest)
+    ranges = shard_ranges(manifest.count, shards)
+    spec = manifest.dense
+    if spec["encoder"] is None and encoder is None:
+        pass  # an index over given vectors (`write_vector_index`): search it with search_vectors
+    elif not isinstance(encoder, Encoder):
+        encoder = load_encoder(encoder or spec["encoder"], device=device)
+    if encoder is not None and encoder.weights_sha256 != spec["encoder_sha256"]:
+        raise ValueError(f"{folder}: encoder {encoder.name!r} does not match the index's "
+                         f"({spec['encoder']!r}, weights sha256 {spec['encoder_sha256'][:12]}...)")
+    store = DocStore(verify_docstore(folder, manifest))
+    if placement == "local":
+        backend: LocalShards | RayShards = LocalShards([load_flat_shard(folder, lo, hi) for lo, hi in ranges])
+    else:
+        backend = RayShards(str(folder.resolve()), ranges, num_cpus=num_cpus, resources=resources, max_restarts=max_restarts)
+    retriever = ShardedDenseRetriever(backend, encoder=encoder, store=store, normalize=bool(spec["normalize"]),
+                                      batch_size=batch_size, with_text=with_text)
+    retriever.opened_with = {"index_dir": str(folder.resolve()), "shards": shards, "placement": placement, "num_cpus": num_cpus,
+                             "resources": resources, "max_restarts": max_restarts, "encoder": encoder and encoder.name, "device": device,
+                             "batch_size": batch_size, "with_text": with_text}
+    return retriever
+
+
+def _reopen(opened_with: dict[str, Any]) -> ShardedDenseRetriever:
+    return open_sharded_retriever(**opened_with)
+
+
+def write_vector_index(index_dir: str | os.PathLike, vectors: np.ndarray, docids: Sequence[str], *, shard_size: int = 8192,
+                       texts: Sequence[str] | None = None) -> Manifest:
+    """Write a new flat index folder over given float32 `vectors` (row i is document `docids[i]`, with
+    text `texts[i]` or ""), laid out and checksummed as `rankline index` lays out a dense index, with no
+    encoder (searched by vector: `ShardedDenseRetriever.search_vectors`). For synthetic benchmarks and
+    tests; `index_dir` must not hold an index yet."""
+    from rankline.formats import Doc, atomic_write
+    from rankline.retrieval import faiss_index
+    from rankline.retrieval.build import SHARDS
+    from rankline.retrieval.docstore import DocStore
+    from rankline.retrieval.manifest import MANIFEST, checksums
+
+    folder = Path(index_dir)
+    if (folder / MANIFEST).exists():
+        raise ValueError(f"{folder}: already holds an index; write a vector index into a new folder")
+    vectors = np.ascontiguousarray(vectors)
+    if vectors.ndim != 2 or vectors.dtype != np.float32 or len(vectors) != len(docids) or not len(vectors):
+        raise ValueError(f"vectors must be a non-empty 2-d float32 array with one doc id per row; got {vectors.dtype} "
+                         f"{vectors.shape} and {len(docids)} doc ids")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    (folder / SHARDS).mkdir(parents=True, exist_ok=True)
+    with DocStore(folder / "docs-1.sqlite", writable=True) as store:
+        store.append((Doc(str(d), texts[i] if texts is not None else "") for i, d in enumerate(docids)), source="docids")
+    shards = []
+    for start in range(0, len(vectors), shard_size):
+        rel = f"{SHARDS}/{start:012d}.npy"
+        buf = io.BytesIO()
+        np.save(buf, vectors[start : start + shard_size], allow_pickle=False)
+        with atomic_write(folder / rel, "wb") as fh:
+            fh.write(buf.getvalue())
+        shards.append({"file": rel, "start": start, "rows": len(vectors[start : start + shard_size]), "batch_size": shard_size})
+    faiss_index.write(faiss_index.build(vectors, "Flat"), str(folder / "dense-1.faiss"))
+    files = checksums(folder, ["docs-1.sqlite", "dense-1.faiss", *[s["file"] for s in shards]])
+    dense = {"file": "dense-1.faiss", "encoder": None, "encoder_sha256": None, "dim": int(vectors.shape[1]), "normalize": False,
+             "index_type": "flat", "factory": "Flat", "shard_size": shard_size, "metric": "inner_product",
+             "count": len(vectors), "shards": shards}
+    manifest = Manifest(generation=1, count=len(vectors), sources=[], docstore="docs-1.sqlite", files=files, dense=dense)
+    manifest.write(folder)
+    return manifest
