@@ -6,6 +6,8 @@
       method: dense                 # dense | bm25 | hybrid
       k: 100                        # candidates retrieved per query
       options: {nprobe: 16}         # more open_retriever options (optional)
+      shards: 4                     # optional: a flat dense index served as 4 shards, one Ray actor each
+      shard_resources: {CPU: 1}     #   per shard actor: CPU and custom Ray resources (placement)
     reranker:                       # optional
       name: first                   # first | listwise | query-likelihood | blockrank
       model: smollm2-135m-instruct  # or a HF id, or a model folder
@@ -186,7 +188,7 @@ def _options(where: str, prefix: str, data: Mapping) -> dict:
 
 
 def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
-    _only(where, "retriever.", data, {"index", "method", "k", "options", "factory", "args", "kwargs"})
+    _only(where, "retriever.", data, {"index", "method", "k", "options", "factory", "args", "kwargs", "shards", "shard_resources"})
     k = _positive_int(where, "retriever.k", data.get("k", 100))
     if "factory" in data:
         return _factory(where, "retriever.", data), k
@@ -198,7 +200,27 @@ def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
     index = base / str(data["index"])
     if not index.exists():
         raise FileNotFoundError(f"{where}: retriever.index {index} does not exist")
+    if "shards" in data or "shard_resources" in data:
+        return _sharded_retriever(where, data, index, options), k
     return Factory(open_retriever, (str(index),), {"method": data.get("method", "dense"), **options}), k
+
+
+_SHARDED_OPTIONS = {"encoder", "device", "batch_size"}
+
+
+def _sharded_retriever(where: str, data: Mapping, index: Path, options: dict) -> Factory:
+    """retriever.shards: S > 1 serves the flat dense index as S shards, one Ray actor each
+    (rankline.pipelines.sharded), each asking for retriever.shard_resources ({CPU: n, <custom>: n})."""
+    from rankline.pipelines.sharded import open_sharded_on_ray
+
+    shards = _positive_int(where, "retriever.shards", data.get("shards", 1))
+    if data.get("method", "dense") != "dense":
+        raise ValueError(f"{where}: retriever.shards serves a dense index; method is {data.get('method')!r}")
+    resources = data.get("shard_resources", {"CPU": 1})
+    if not isinstance(resources, dict) or not all(_is_number(v) and v >= 0 for v in resources.values()):
+        raise ValueError(f"{where}: retriever.shard_resources must map resource names to amounts, got {resources!r}")
+    _only(where, "retriever.options.", options, _SHARDED_OPTIONS)
+    return Factory(open_sharded_on_ray, (str(index), shards), {"resources": dict(resources), **options})
 
 
 def _reranker(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
