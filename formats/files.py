@@ -136,9 +136,9 @@ _SENTINEL = "\x00"  # a field of its own at the end of every line (a block that 
 _END = "\n" + _SENTINEL + "\n"
 
 
-def _blocks(fh: TextReader) -> Iterator[tuple[int, str]]:
-    """(line number of its first line, block) for consecutive blocks of whole lines of `fh`, each
-    ending in a newline (one is added to a last line that has none)."""
+def _blocks(fh: TextReader) -> Iterator[tuple[int, str, int]]:
+    """(line number of its first line, block, number of lines) for consecutive blocks of whole lines
+    of `fh`, each ending in a newline (one is added to a last line that has none)."""
     line_no, pending = 1, []
     while text := fh.read(_BLOCK_CHARS):
         end = text.rfind("\n") + 1
@@ -153,20 +153,22 @@ def _blocks(fh: TextReader) -> Iterator[tuple[int, str]]:
             block = text[:end]
         if end < len(text):
             pending.append(text[end:])
-        yield line_no, block
-        line_no += block.count("\n")
+        n_lines = block.count("\n")
+        yield line_no, block, n_lines
+        line_no += n_lines
     if pending:
-        yield line_no, "".join(pending) + "\n"
+        block = "".join(pending) + "\n"
+        yield line_no, block, block.count("\n")
 
 
-def _columns(block: str, n_fields: int) -> list[str] | None:
-    """The fields of every line of `block`, in order (n_fields + 1 per line, the last the sentinel),
-    or None unless every line has exactly `n_fields` whitespace-separated fields (a blank line has
-    none) and the block has no character equal to the sentinel."""
+def _columns(block: str, n_lines: int, n_fields: int) -> list[str] | None:
+    """The fields of every line of the `n_lines` lines of `block`, in order (n_fields + 1 per line,
+    the last the sentinel), or None unless every line has exactly `n_fields` whitespace-separated
+    fields (a blank line has none) and the block has no character equal to the sentinel."""
     if _SENTINEL in block:
         return None
     fields = block.replace("\n", _END).split()
-    n_lines, width = block.count("\n"), n_fields + 1
+    width = n_fields + 1
     # n_lines sentinels in all, at every width-th place: n_fields fields before each
     if len(fields) != width * n_lines or fields[n_fields::width].count(_SENTINEL) != n_lines:
         return None
@@ -224,15 +226,15 @@ def read_run(path: PathLike) -> Run:
     """
     run: Run = {}
     with open_text(path) as fh:
-        for line_no, block in _blocks(fh):
-            if not _add_run_block(run, block):
+        for line_no, block, n_lines in _blocks(fh):
+            if not _add_run_block(run, block, n_lines):
                 _add_run_lines(path, run, line_no, block)
     return run
 
 
-def _add_run_block(run: Run, block: str) -> bool:
+def _add_run_block(run: Run, block: str, n_lines: int) -> bool:
     """The fast path of read_run for one block; False (and `run` untouched) if any line is in doubt."""
-    fields = _columns(block, 6)
+    fields = _columns(block, n_lines, 6)
     if fields is None:
         return False
     try:
@@ -321,7 +323,7 @@ def read_qrels(path: PathLike) -> Qrels:
     qrels: Qrels = {}
     layout = None
     with open_text(path) as fh:
-        for line_no, block in _blocks(fh):
+        for line_no, block, n_lines in _blocks(fh):
             if layout is None:
                 first = _first_line(block)
                 if first is None:  # only blank lines so far
@@ -329,10 +331,10 @@ def read_qrels(path: PathLike) -> Qrels:
                 index, line, end = first
                 if tuple(line.split()) == BEIR_QRELS_HEADER:
                     layout = 3, 1, "'query-id corpus-id score' (BEIR TSV)"
-                    line_no, block = line_no + index + 1, block[end:]
+                    line_no, block, n_lines = line_no + index + 1, block[end:], n_lines - index - 1
                 else:
                     layout = 4, 2, "'qid iter docid rel' (TREC qrels)"
-            if not _add_qrels_block(qrels, block, layout[0], layout[1]):
+            if not _add_qrels_block(qrels, block, n_lines, layout[0], layout[1]):
                 _add_qrels_lines(path, qrels, line_no, block, *layout)
     return qrels
 
@@ -348,9 +350,9 @@ def _first_line(block: str) -> tuple[int, str, int] | None:
     return None
 
 
-def _add_qrels_block(qrels: Qrels, block: str, n_fields: int, doc_col: int) -> bool:
+def _add_qrels_block(qrels: Qrels, block: str, n_lines: int, n_fields: int, doc_col: int) -> bool:
     """The fast path of read_qrels for one block; False (and `qrels` untouched) if any line is in doubt."""
-    fields = _columns(block, n_fields)
+    fields = _columns(block, n_lines, n_fields)
     if fields is None:
         return False
     width = n_fields + 1
