@@ -194,9 +194,24 @@ def verify_docstore(folder: Path, manifest: Manifest) -> Path:
     return path
 
 
-def load_flat_shard(index_dir: str | os.PathLike, start: int, stop: int) -> FlatShard:
+def shard_files(index_dir: str | os.PathLike, shards: int) -> list[list[str]]:
+    """For each of `shards` shards of the flat index in `index_dir`, the files (relative to the folder)
+    its actor reads: manifest.json, the document store and the embedding files that overlap its rows.
+    A node that serves only some shards needs only their files."""
+    from rankline.retrieval.manifest import MANIFEST
+    from rankline.retrieval.retrievers import open_index
+
+    folder = Path(index_dir)
+    manifest = open_index(folder, verify=False)
+    check_flat(folder, manifest)
+    return [[MANIFEST, manifest.docstore] + [e["file"] for e in manifest.shards() if e["start"] < stop and e["start"] + e["rows"] > start]
+            for start, stop in shard_ranges(manifest.count, shards)]
+
+
+def load_flat_shard(index_dir: str | os.PathLike, start: int, stop: int, *, verify_docstore_file: bool = True) -> FlatShard:
     """Rows start..stop-1 of the flat index in `index_dir`, from its embedding files (each checked
-    against the manifest's sha256; a damaged one is refused, naming it) and its document store."""
+    against the manifest's sha256; a damaged one is refused, naming it) and its document store
+    (checked too, unless `verify_docstore_file` is False: the caller has just checked it)."""
     from rankline.retrieval.docstore import DocStore
     from rankline.retrieval.retrievers import open_index
 
@@ -215,7 +230,7 @@ def load_flat_shard(index_dir: str | os.PathLike, start: int, stop: int) -> Flat
         if emb.shape != (entry["rows"], dim) or emb.dtype != np.float32:
             raise manifest.damage_error(folder, entry["file"], f"holds {emb.dtype} {emb.shape}, the manifest says float32 ({entry['rows']}, {dim})")
         parts.append(emb[lo - entry["start"] : hi - entry["start"]])
-    with DocStore(verify_docstore(folder, manifest)) as store:
+    with DocStore(verify_docstore(folder, manifest) if verify_docstore_file else folder / manifest.docstore) as store:
         docids = store.docids_at(range(start, stop))
     return FlatShard(np.concatenate(parts) if len(parts) > 1 else parts[0], docids, start)
 
@@ -450,7 +465,7 @@ def open_sharded_retriever(index_dir: str | os.PathLike, shards: int, *, placeme
                          f"({spec['encoder']!r}, weights sha256 {spec['encoder_sha256'][:12]}...)")
     store = DocStore(verify_docstore(folder, manifest))
     if placement == "local":
-        backend: LocalShards | RayShards = LocalShards([load_flat_shard(folder, lo, hi) for lo, hi in ranges])
+        backend: LocalShards | RayShards = LocalShards([load_flat_shard(folder, lo, hi, verify_docstore_file=False) for lo, hi in ranges])
     else:
         backend = RayShards(str(folder.resolve()), ranges, num_cpus=num_cpus, resources=resources, max_restarts=max_restarts)
     retriever = ShardedDenseRetriever(backend, encoder=encoder, store=store, normalize=bool(spec["normalize"]),

@@ -24,6 +24,7 @@ from rankline.retrieval.sharding import (
     load_flat_shard,
     merge_topk,
     open_sharded_retriever,
+    shard_files,
     shard_ranges,
     write_vector_index,
 )
@@ -189,6 +190,12 @@ def test_folder_shards_read_the_verified_embedding_files(tmp_path):
                    [(i, s.tolist()) for i, s in _faiss_oracle(vectors, docids, queries, k)]
     shard = load_flat_shard(folder, 10, 30)
     assert shard.docids == docids[10:30] and np.array_equal(shard.vectors, vectors[10:30])
+    files = shard_files(folder, 3)  # rows 0..14, 15..29, 30..44 over files of 7 rows
+    npy = [[f.split("/")[-1] for f in part[2:]] for part in files]
+    assert npy == [["000000000000.npy", "000000000007.npy", "000000000014.npy"],
+                   ["000000000014.npy", "000000000021.npy", "000000000028.npy"],
+                   ["000000000028.npy", "000000000035.npy", "000000000042.npy"]]
+    assert all(part[:2] == ["manifest.json", "docs-1.sqlite"] for part in files)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
