@@ -163,6 +163,35 @@ def test_float_vectors_equal_a_brute_force_scan(shards):
     assert checked > 40 * 75 // 2
 
 
+def _faiss_scores_of(index, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The scores the whole index's FAISS search gives `rows` (per query) when it searches everything."""
+    scores, ids = index.search(queries, index.ntotal)
+    where = np.argsort(ids, axis=1)
+    return np.take_along_axis(np.take_along_axis(scores, where, axis=1), rows, axis=1)
+
+
+def test_large_batches_on_faiss_blas_path_stay_exact():
+    """340 queries of 384 dimensions: FAISS sums with BLAS in 1024-row blocks (a shard's blocks start
+    elsewhere than the whole index's, so its float32 sums differ in the last bit, as checked); the shards' top k
+    still equals the brute-force scan, bit for bit."""
+    import faiss
+
+    rng = np.random.default_rng(8)
+    vectors = rng.standard_normal((3000, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = rng.standard_normal((340, 384)).astype(np.float32)
+    assert len(queries) * 384 >= faiss.cvar.distance_compute_blas_threshold  # the BLAS path
+    whole, middle = faiss.IndexFlatIP(384), faiss.IndexFlatIP(384)
+    whole.add(vectors)
+    middle.add(vectors[1000:2000])  # shard 2 of 3
+    assert not np.array_equal(middle.search(queries, 5)[0], _faiss_scores_of(whole, queries, middle.search(queries, 5)[1] + 1000))
+    docids = _docids(3000, seed=9)
+    got = _sharded(vectors, docids, 3).search_vectors(queries, 10)
+    for q in range(0, 340, 17):
+        ids, scores = _trec_topk(docids, exact_scores(queries[q], vectors), 10)
+        assert got[q][0] == ids and np.array_equal(got[q][1], scores)
+
+
 def test_merge_topk_orders_as_trec_eval():
     parts = [(["b", "a"], np.array([2.0, 1.0], np.float32)), (["c", "d"], np.array([2.0, 1.0], np.float32))]
     ids, scores = merge_topk(parts, 3)
