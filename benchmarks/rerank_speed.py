@@ -34,7 +34,8 @@ to --passage-words words, in a seeded order per query; the first --linear-querie
   pass of its own after the timed ones (one call per row, first query): glibc is told (mallopt) to serve every
   block above 64 KiB by mmap and to give it back when freed, since otherwise memory freed by an earlier call is
   reused unseen and the peaks depend on the order of the calls; the page faults that costs (~50% more CPU time
-  on the linearised model) would distort the times, hence the separate pass.
+  on the linearised model) would distort the times, hence the separate pass. Each model runs once untimed before
+  its measured calls (its first call there held ~90 MiB more: lasting allocations, not the call's peak).
 "calls" counts the model's forward calls per query: nine windows for sliding FIRST over 100; one pass for a
 window over the whole list, read in chunks of rerankers.first.LINEAR_PREFILL_CHUNK tokens on a linearised model.
 --linear fresh linearises --model in memory with the initial feature maps (identity Hedgehog maps, mixing factor
@@ -312,8 +313,11 @@ def linear_sweep(args: argparse.Namespace, softmax: Any) -> dict:
     keys = ("wall", "cpu", "calls", "tokens")
     summary = {name: {key: statistics.mean(r[key] for r in got) for key in keys} for name, got in rows.items()}
     exact_peaks()
+    smallest = {}  # one untimed call per model first: a model's first call under mallopt allocates for good
     for name, (reranker, n) in runs.items():
         head = Candidates(lists[0].query, lists[0].hits[:n])
+        if id(reranker.lm) not in smallest:
+            smallest[id(reranker.lm)] = rerank_head(reranker, [head], n)
         summary[name]["peak MiB"] = timed_peak(lambda: rerank_head(reranker, [head], n))[2]
 
     settings = "fresh (initial feature maps)" if args.linear == "fresh" else args.linear
