@@ -145,7 +145,7 @@ def test_rerank_refuses_a_document_twice_in_a_list_as_eval_does(work, tiny, caps
 
 @pytest.mark.parametrize(("extra", "expected"), [
     (["--device", "bogus"], "unknown device 'bogus': expected cpu, cuda, cuda:N or mps"),
-    (["--window", "27"], "passages are labelled A..Z: window must be <= 26, got 27"),
+    (["--window", "0"], "--window must be >= 1, got 0"),
     (["--window", "10", "--stride", "15"], "stride 15 is larger than window 10: the candidates between two windows"),
     (["--stride", "25"], "stride 25 is larger than window 20"),
     (["--context-size", "0"], "--context-size must be >= 1, got 0"),
@@ -176,8 +176,8 @@ def test_device_cuda_without_cuda_is_one_line(work, tiny, capsys, no_model_loads
 
 
 def test_search_checks_reranker_options_before_opening_the_index(tmp_path, capsys, no_model_loads):
-    _one_line_error(capsys, ["search", tmp_path / "no-index", "fruit", "--reranker", "first", "--window", "30"],
-                    "window must be <= 26, got 30")
+    _one_line_error(capsys, ["search", tmp_path / "no-index", "fruit", "--reranker", "first", "--window", "10",
+                             "--stride", "15"], "stride 15 is larger than window 10")
 
 
 def test_search_refuses_a_query_that_is_not_utf8(tmp_path, capsys):
