@@ -146,6 +146,7 @@ def test_rerank_refuses_a_document_twice_in_a_list_as_eval_does(work, tiny, caps
 @pytest.mark.parametrize(("extra", "expected"), [
     (["--device", "bogus"], "unknown device 'bogus': expected cpu, cuda, cuda:N or mps"),
     (["--window", "0"], "--window must be >= 1, got 0"),
+    (["--window", "27", "--parity", "rank_llm"], "--window must be <= 26 with parity rank_llm (its passages are labelled A..Z), got 27"),
     (["--window", "10", "--stride", "15"], "stride 15 is larger than window 10: the candidates between two windows"),
     (["--stride", "25"], "stride 25 is larger than window 20"),
     (["--context-size", "0"], "--context-size must be >= 1, got 0"),
