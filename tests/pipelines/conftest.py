@@ -10,11 +10,12 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def _load_toy_stages():
-    """Import toy_stages.py under a fixed name; Ray workers receive its classes by value."""
-    name = "rankline_test_toy_stages"
+def load_stages(filename: str):
+    """Import a stages file beside this one (toy_stages.py, sharded_stages.py) under a fixed name,
+    rankline_test_<stem>, once; Ray workers receive its classes by value."""
+    name = "rankline_test_" + Path(filename).stem
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "toy_stages.py")
+        spec = importlib.util.spec_from_file_location(name, HERE / filename)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -23,7 +24,7 @@ def _load_toy_stages():
 
 @pytest.fixture(scope="session")
 def toy():
-    return _load_toy_stages()
+    return load_stages("toy_stages.py")
 
 
 @pytest.fixture(scope="session")

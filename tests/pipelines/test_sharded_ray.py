@@ -5,8 +5,6 @@ fails the search with an error naming it, never partial results; a damaged shard
 naming it; a pipeline on Ray (and a pipeline file's `retriever.shards`) serves the shards."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -16,23 +14,18 @@ from rankline.pipelines.executor import Factory
 from rankline.pipelines.pipeline import Pipeline
 from rankline.retrieval.sharding import RayShards, ShardedDenseRetriever, ShardUnavailableError, shard_ranges, write_vector_index
 
-from .conftest import HERE
+from .conftest import load_stages
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def stages(ray_session):
-    name = "rankline_test_sharded_stages"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "sharded_stages.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
     from ray import cloudpickle
 
-    cloudpickle.register_pickle_by_value(sys.modules[name])
-    return sys.modules[name]
+    module = load_stages("sharded_stages.py")
+    cloudpickle.register_pickle_by_value(module)
+    return module
 
 
 def _index(folder, n=60, dim=6, seed=0):
