@@ -1,7 +1,9 @@
 """Shared test fixtures: where the real benchmark data and the parity fixtures live."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,10 +30,24 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def benchmark_script():
+    """`load(name)`: benchmarks/<name>.py imported as the module <name>, once (registered in sys.modules
+    first, where dataclasses look their module up)."""
+
+    def load(name: str):
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def browser():
     """Headless Chromium driven by selenium (tests/browser.py), one for the session."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("rankline_test_browser", Path(__file__).with_name("browser.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

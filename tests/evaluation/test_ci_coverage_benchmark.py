@@ -1,20 +1,14 @@
 """Smoke test of benchmarks/ci_coverage.py on a slice of the DL 2019 data (few splits)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ci_coverage.py"
-
 
 @pytest.mark.slow
-def test_benchmark_writes_table_json_and_plot(data_dir, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("ci_coverage", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_benchmark_writes_table_json_and_plot(data_dir, tmp_path, capsys, benchmark_script):
+    bench = benchmark_script("ci_coverage")
     labels = sorted((data_dir / "llm-labels" / "dl2019").glob("*.txt"))[:2]
     code = bench.main([
         "--runs", str(data_dir / "trec-dl-2019" / "runs" / "ICT-BERT2"), "--llm-labels", *map(str, labels),

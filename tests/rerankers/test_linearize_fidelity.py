@@ -5,9 +5,7 @@ language-modelling loss; layer 0's error (its input is the embedding in both mod
 the linearised model gives."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,19 +14,8 @@ import torch
 from rankline.rerankers.linear.llama import LinearSettings, linearise
 from rankline.rerankers.models import load_causal_lm
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "linearize_fidelity.py"
 T = 24
 
-
-def _script():
-    spec = importlib.util.spec_from_file_location("linearize_fidelity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("linearize_fidelity", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-FIDELITY = _script()
 
 
 @pytest.fixture
@@ -53,20 +40,20 @@ def _rows(lm, n=3):
     return torch.randint(3, len(lm.tokenizer), (n, T), generator=g).tolist()
 
 
-def test_a_window_over_the_whole_sequence_is_softmax(tiny_model) -> None:
+def test_a_window_over_the_whole_sequence_is_softmax(tiny_model, benchmark_script) -> None:
     base = load_causal_lm(tiny_model, device="cpu", dtype="float32")
-    result = FIDELITY.fidelity(base, _linearised(tiny_model, window=T), _rows(base))
+    result = benchmark_script("linearize_fidelity").fidelity(base, _linearised(tiny_model, window=T), _rows(base))
     assert max(result["layer_error"]) < 1e-5
     assert result["agreement"] == 1.0 and result["tokens"] == 3 * (T - 1)
     soft, lin = result["perplexity"]["softmax"], result["perplexity"]["linear"]
     assert lin == pytest.approx(soft, rel=1e-5)
 
 
-def test_perplexity_is_the_language_modelling_loss_and_layer_0_is_the_models_own(tiny_model) -> None:
+def test_perplexity_is_the_language_modelling_loss_and_layer_0_is_the_models_own(tiny_model, benchmark_script) -> None:
     base = load_causal_lm(tiny_model, device="cpu", dtype="float32")
     linear = _linearised(tiny_model, window=4)
     rows = _rows(base)
-    result = FIDELITY.fidelity(base, linear, rows)
+    result = benchmark_script("linearize_fidelity").fidelity(base, linear, rows)
     ids = torch.tensor(rows)
     with torch.no_grad():
         for lm, name in ((base, "softmax"), (linear, "linear")):

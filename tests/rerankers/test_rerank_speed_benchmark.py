@@ -3,7 +3,6 @@ of a call (a known allocation, in a child process because the measurement change
 the forward calls and tokens counted for sliding windows and for one window on the tiny Llama."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +10,6 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "rerank_speed.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("rerank_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("rerank_speed", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
@@ -37,12 +28,12 @@ print(m.timed_peak(big)[2], m.timed_peak(big)[2], m.timed_peak(lambda: None)[2])
     assert 250 <= first <= 270 and 250 <= again <= 270 and nothing < 5
 
 
-def test_calls_and_tokens_are_counted(fixtures_dir) -> None:
+def test_calls_and_tokens_are_counted(fixtures_dir, benchmark_script) -> None:
     from rankline.formats import Candidates, Hit, Query
     from rankline.rerankers import build_reranker, rerank_head
     from rankline.rerankers.models import load_causal_lm
 
-    speed = _script()
+    speed = benchmark_script("rerank_speed")
     lm = load_causal_lm(str(fixtures_dir / "first-parity" / "tiny-llama"), device="cpu")
     # one text for all: every window of 20 reads the same number of tokens, whatever order the last one left
     cand = Candidates(Query("q", "art"), tuple(Hit(f"d{i}", float(-i), "a passage text") for i in range(40)))
