@@ -27,8 +27,10 @@ gamma_d bound for a d-term float32 sum), so no document it did not fetch can ran
 included. The merged top-k is the exact top-k of the whole index under that score; its scores equal
 FAISS's to within that bound, and equal them bit for bit wherever FAISS's arithmetic is exact.
 
-A shard served by a Ray actor is restarted by Ray after a crash (up to `max_restarts` times, with
-its calls retried); a shard that stays dead fails the whole search with `ShardUnavailableError`
+A shard served by a Ray actor is restarted by Ray after a crash (up to `max_restarts` times); a
+search waits for the restart and its calls are retried, or, with `wait_for_restart=False` (what a
+service wants: it answers 503 and the client retries), fails at once with `ShardUnavailableError`
+while the shard is down. A shard that stays dead fails the whole search with `ShardUnavailableError`
 naming it: results are never silently partial.
 """
 from __future__ import annotations
@@ -285,11 +287,12 @@ def _ray_error_message(exc: BaseException) -> str:
 
 class RayShards:
     """One Ray actor per shard (`ShardServer`); a search sends the query vectors to every shard once
-    (one object in Ray's store) and waits for all of them."""
+    (one object in Ray's store) and waits for all of them. A call to a shard whose actor died waits
+    for Ray to restart it (`wait_for_restart`) or fails at once with ShardUnavailableError."""
 
     def __init__(self, index_dir: str, ranges: Sequence[tuple[int, int]], *, num_cpus: float = 1,
                  resources: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None, max_restarts: int = 3,
-                 start_timeout_s: float = 300.0):
+                 start_timeout_s: float = 300.0, wait_for_restart: bool = True):
         import ray
 
         if not ray.is_initialized():
@@ -299,6 +302,7 @@ class RayShards:
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise ValueError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
         self.index_dir, self.ranges = index_dir, list(ranges)
+        self.call_retries = max_restarts if wait_for_restart else 0
         remote = ray.remote(ShardServer)
         self.actors = []
         for (start, stop), res in zip(self.ranges, per_shard):
@@ -318,7 +322,7 @@ class RayShards:
 
     def _gather(self, refs: list, *, timeout: float | None = None, starting: bool = False) -> list:
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError, RayTaskError
 
         out = []
         for i, ref in enumerate(refs):
@@ -329,6 +333,9 @@ class RayShards:
                                             "the CPUs or custom resources its actor asks for") from None
             except RayTaskError as exc:  # the shard ran and raised: bad input, a bug
                 raise ValueError(f"{self._where(i)}: {_ray_error_message(exc)}") from None
+            except ActorUnavailableError:  # a call not retried (wait_for_restart=False) while Ray restarts it
+                raise ShardUnavailableError(f"{self._where(i)} is unavailable (its actor died and Ray is restarting it); "
+                                            "retry shortly; no partial results are returned") from None
             except RayActorError as exc:
                 message = _ray_error_message(exc)
                 if starting:  # its constructor failed: a damaged or missing file, named in the message
@@ -343,7 +350,7 @@ class RayShards:
         import ray
 
         ref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))
-        return self._gather([actor.search.remote(ref, k) for actor in self.actors])
+        return self._gather([actor.search.options(max_task_retries=self.call_retries).remote(ref, k) for actor in self.actors])
 
     def info(self) -> list[dict[str, Any]]:
         return self._gather([a.info.remote() for a in self.actors])
@@ -435,14 +442,15 @@ class ShardedDenseRetriever(PyTerrierRetriever):
 
 def open_sharded_retriever(index_dir: str | os.PathLike, shards: int, *, placement: str = "local", num_cpus: float = 1,
                            resources: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
-                           max_restarts: int = 3, encoder: Any = None, device: str | None = None, batch_size: int = 64,
-                           with_text: bool = True) -> ShardedDenseRetriever:
+                           max_restarts: int = 3, wait_for_restart: bool = True, encoder: Any = None, device: str | None = None,
+                           batch_size: int = 64, with_text: bool = True) -> ShardedDenseRetriever:
     """Dense retrieval over the flat index in `index_dir` split into `shards` contiguous shards.
 
     placement "local": the shards live in this process. "ray": each shard in its own Ray actor
     asking for `num_cpus` CPUs and the custom Ray `resources` (one mapping for every shard, or a list
     with one per shard: e.g. {"shard_host": 1} with one such resource per node spreads the shards one
-    per node); Ray restarts a crashed shard actor up to `max_restarts` times. Ray must be running.
+    per node); Ray restarts a crashed shard actor up to `max_restarts` times, and a search waits for
+    that (`wait_for_restart`) or fails at once with ShardUnavailableError. Ray must be running.
     A copy of the retriever sent to another process opens its own shards there.
     """
     from rankline.retrieval.docstore import DocStore
@@ -467,11 +475,13 @@ def open_sharded_retriever(index_dir: str | os.PathLike, shards: int, *, placeme
     if placement == "local":
         backend: LocalShards | RayShards = LocalShards([load_flat_shard(folder, lo, hi, verify_docstore_file=False) for lo, hi in ranges])
     else:
-        backend = RayShards(str(folder.resolve()), ranges, num_cpus=num_cpus, resources=resources, max_restarts=max_restarts)
+        backend = RayShards(str(folder.resolve()), ranges, num_cpus=num_cpus, resources=resources, max_restarts=max_restarts,
+                            wait_for_restart=wait_for_restart)
     retriever = ShardedDenseRetriever(backend, encoder=encoder, store=store, normalize=bool(spec["normalize"]),
                                       batch_size=batch_size, with_text=with_text)
     retriever.opened_with = {"index_dir": str(folder.resolve()), "shards": shards, "placement": placement, "num_cpus": num_cpus,
-                             "resources": resources, "max_restarts": max_restarts, "encoder": encoder and encoder.name, "device": device,
+                             "resources": resources, "max_restarts": max_restarts, "wait_for_restart": wait_for_restart,
+                             "encoder": encoder and encoder.name, "device": device,
                              "batch_size": batch_size, "with_text": with_text}
     return retriever
 
