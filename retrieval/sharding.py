@@ -267,8 +267,9 @@ class ShardServer:
     def info(self) -> dict[str, Any]:
         import ray
 
+        context = ray.get_runtime_context()
         return {"start": self.shard.start, "rows": self.shard.rows, "bytes": self.shard.nbytes(),
-                "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+                "node_id": context.get_node_id(), "pid": os.getpid(), "actor_id": context.get_actor_id()}
 
 
 def _ray_error_message(exc: BaseException) -> str:
@@ -302,6 +303,7 @@ class RayShards:
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise ValueError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
         self.index_dir, self.ranges = index_dir, list(ranges)
+        self.wait_for_restart = wait_for_restart
         self.call_retries = max_restarts if wait_for_restart else 0
         remote = ray.remote(ShardServer)
         self.actors = []
@@ -334,8 +336,7 @@ class RayShards:
             except RayTaskError as exc:  # the shard ran and raised: bad input, a bug
                 raise ValueError(f"{self._where(i)}: {_ray_error_message(exc)}") from None
             except ActorUnavailableError:  # a call not retried (wait_for_restart=False) while Ray restarts it
-                raise ShardUnavailableError(f"{self._where(i)} is unavailable (its actor died and Ray is restarting it); "
-                                            "retry shortly; no partial results are returned") from None
+                raise self._down(i, "RESTARTING") from None
             except RayActorError as exc:
                 message = _ray_error_message(exc)
                 if starting:  # its constructor failed: a damaged or missing file, named in the message
@@ -350,7 +351,31 @@ class RayShards:
         import ray
 
         ref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))
-        return self._gather([actor.search.options(max_task_retries=self.call_retries).remote(ref, k) for actor in self.actors])
+        refs = [actor.search.options(max_task_retries=self.call_retries).remote(ref, k) for actor in self.actors]
+        if not self.wait_for_restart:
+            self._fail_while_down(refs)
+        return self._gather(refs)
+
+    def _fail_while_down(self, refs: list) -> None:
+        """Wait for `refs`; while some are pending, ask Ray every `_STATE_POLL_S` what state their shards'
+        actors are in, and fail with ShardUnavailableError (cancelling the pending calls) as soon as one
+        is restarting or dead: a call sent to a restarting actor would otherwise wait for the restart."""
+        import ray
+
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=_STATE_POLL_S)
+            for ref in pending:
+                i = refs.index(ref)
+                state = _actor_state(self.started[i]["actor_id"])
+                if state in ("RESTARTING", "DEAD"):
+                    for waiting in pending:
+                        ray.cancel(waiting)
+                    raise self._down(i, state)
+
+    def _down(self, i: int, state: str) -> ShardUnavailableError:
+        what = "Ray is restarting it" if state == "RESTARTING" else "it is out of restarts"
+        return ShardUnavailableError(f"{self._where(i)} is unavailable (its actor died and {what}); no partial results are returned")
 
     def info(self) -> list[dict[str, Any]]:
         return self._gather([a.info.remote() for a in self.actors])
@@ -361,6 +386,21 @@ class RayShards:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
+
+
+_STATE_POLL_S = 0.25  # how often a search that does not wait for restarts checks its pending shards' actors
+
+
+def _actor_state(actor_id: str) -> str | None:
+    """The state Ray's GCS holds for an actor (ALIVE, RESTARTING, DEAD, ...), or None when it cannot say.
+    Ray's public state API needs the dashboard, which a local rankline Ray does not start; this asks
+    the GCS directly through `ray._private.state`."""
+    import ray
+
+    try:
+        return str(ray._private.state.actors(actor_id=actor_id)["State"])
+    except Exception:  # noqa: BLE001 - an unknown state: keep waiting for the call
+        return None
 
 
 def _per_shard_resources(resources: Any, shards: int) -> list[dict[str, float]]:
