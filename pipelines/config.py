@@ -26,6 +26,7 @@ A stage may instead name any callable that returns a Retriever / Reranker:
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from dataclasses import dataclass, field, fields
@@ -75,6 +76,18 @@ class PipelineConfig:
         if self.reranker is not None:
             pipe = pipe.rerank(self.reranker, depth=self.depth)
         return pipe.build()
+
+    def served(self) -> "PipelineConfig":
+        """The pipeline as the search service runs it: a sharded retriever (`retriever.shards`) does not
+        hold a request while Ray restarts a shard that died, it fails it at once, so the client gets 503
+        with Retry-After and retries. (A `factory:` retriever that opens shards decides for itself:
+        `wait_for_restart` of rankline.retrieval.open_sharded_retriever.)"""
+        from rankline.pipelines.sharded import open_sharded_on_ray
+
+        if self.retriever.fn is not open_sharded_on_ray:
+            return self
+        fail_fast = Factory(self.retriever.fn, self.retriever.args, {**self.retriever.kwargs, "wait_for_restart": False})
+        return dataclasses.replace(self, retriever=fail_fast)
 
 
 def load_pipeline(path: str | os.PathLike) -> Pipeline:

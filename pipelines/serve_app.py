@@ -31,7 +31,10 @@ No request changes what another gets:
   ValueError), 503 otherwise;
 - a stage replica that dies, hangs or sheds load is a 503 with Retry-After for the calls it held,
   and the stage is then "down" (`StageGate`): while none of its replicas answers a ping, its calls
-  get 503 at once instead of waiting for Serve to restart it.
+  get 503 at once instead of waiting for Serve to restart it;
+- a shard of a sharded retriever (`retriever.shards`) whose actor died fails the requests that need
+  it at once (`PipelineConfig.served`): 503 with Retry-After, never partial hits, while Ray restarts
+  the shard; once it is back, requests get the whole index's results again.
 
 A query's path: `SearchAPI.search` (validation) -> `SearchAPI._retrieve` (batched) -> `StageGate.call`
 -> `RetrieverDeployment.retrieve` -> `Executor.retrieve`; then `StageGate.call` ->
@@ -358,7 +361,7 @@ def build_app(config: PipelineConfig) -> "serve.Application":
     """The Serve application for a pipeline file (bind it with `serve.run`). Reads the API keys
     file, if the settings name one (a bad one fails here)."""
     settings: ServeSettings = config.serve
-    executor = config.pipeline().executor()
+    executor = config.served().pipeline().executor()
     has_reranker = executor.rerank_stage is not None
     max_k = settings.max_k
     default_k = min(10, max_k)

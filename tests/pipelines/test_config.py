@@ -105,3 +105,22 @@ def test_reranker_depth_defaults_to_the_one_default(tmp_path):
     (tmp_path / "idx").mkdir()
     (tmp_path / "p.yaml").write_text("retriever: {index: idx}\nreranker: {name: first}\n")
     assert load_config(tmp_path / "p.yaml").depth == DEFAULT_DEPTH
+
+
+def test_served_sharded_retriever_fails_fast_and_others_are_unchanged(tmp_path):
+    """Behind Serve a pipeline file's sharded retriever does not wait for a dead shard's restart (the
+    request gets 503); the file's pipeline (batch jobs, Pipeline.on_ray) waits, and a pipeline without
+    shards is served as written."""
+    from rankline.pipelines.sharded import open_sharded_on_ray
+
+    (tmp_path / "idx").mkdir()
+    path = tmp_path / "sharded.yaml"
+    path.write_text("retriever:\n  index: idx\n  shards: 3\n  options: {batch_size: 8}\n")
+    config = load_config(path)
+    assert config.retriever.fn is open_sharded_on_ray and "wait_for_restart" not in config.retriever.kwargs
+    served = config.served().retriever
+    assert (served.fn, served.args) == (config.retriever.fn, config.retriever.args)
+    assert dict(served.kwargs) == {**config.retriever.kwargs, "wait_for_restart": False}
+    path.write_text("retriever:\n  index: idx\n  method: bm25\n")
+    plain = load_config(path)
+    assert plain.served() is plain

@@ -265,6 +265,71 @@ def test_ready_is_503_while_a_stage_is_down(endpoint):
     assert client.post("/search", json={"query": "ray actors"}).status_code == 200
 
 
+def _shard_pids() -> set[int]:
+    """Process ids of the running shard actors (Ray titles an actor's process ray::ShardServer...)."""
+    import psutil
+
+    pids = set()
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and "ray::ShardServer" in " ".join(proc.cmdline()):
+                pids.add(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return pids
+
+
+def test_a_dead_shard_is_503_then_the_whole_index_answers(endpoint, tmp_path):
+    """A pipeline file whose retriever searches a tiny vector index as 2 shard actors: its answers equal
+    FAISS's unsharded flat search; a shard process killed (Ray restarts its actor) makes the next
+    request a 503 with Retry-After naming the shard, never partial hits; once Ray has restarted the
+    shard, the same request gets the whole index's results again."""
+    import psutil
+    from ray import cloudpickle, serve
+
+    from rankline.pipelines.serve_app import build_app
+
+    from .conftest import load_stages
+
+    client, *_ = endpoint
+    stages = load_stages("sharded_stages.py")
+    cloudpickle.register_pickle_by_value(stages)
+    vectors, docids = stages.tiny_index(tmp_path / "index")
+    path = tmp_path / "sharded.yaml"
+    path.write_text(f"""
+retriever:
+  factory: "{stages.__name__}:HashedQueries"
+  args: ["{tmp_path / 'index'}", 2]
+  kwargs: {{placement: ray, num_cpus: 0.25, wait_for_restart: false}}
+  k: 10
+serve: {{retriever_resources: {{CPU: 0.25}}}}
+""")
+    before = _shard_pids()
+    serve.run(build_app(load_config(path)), name="sharded", route_prefix="/sharded")
+    try:
+        text = "lemon juice vitamin"
+        (want,) = stages.unsharded(vectors, docids, stages.text_vector(text)[None], 10)
+
+        def hits(r):
+            return [h["docid"] for h in r.json()["hits"]], [h["score"] for h in r.json()["hits"]]
+
+        r = client.post("/sharded/search", json={"query": text, "k": 10})
+        assert r.status_code == 200 and hits(r) == want, r.text
+        shards = _shard_pids() - before
+        assert len(shards) == 2, shards
+        victim = min(shards)
+        os.kill(victim, 9)
+        _until(lambda: not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE)
+        r = client.post("/sharded/search", json={"query": text, "k": 10})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert re.search(r"ShardUnavailableError: shard \d of 2 .* no partial results", r.json()["detail"]), r.text
+        r = _until(lambda: (r := client.post("/sharded/search", json={"query": text, "k": 10})).status_code != 503 and r)
+        assert r.status_code == 200 and hits(r) == want, r.text
+        assert len(_shard_pids() - before - {victim}) == 2  # the shard's actor was restarted in a new process
+    finally:
+        serve.delete("sharded")
+
+
 def test_client_gone_is_counted_as_499(endpoint):
     import httpx
 
