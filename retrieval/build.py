@@ -27,8 +27,13 @@ files: the document store from the corpora, damaged dense shards by encoding the
 (with the batch size they were first encoded with, so the bytes come out the same), the FAISS index
 from the shards, the Lucene index from the document store; every other file is kept.
 
+Dense shards are encoded in this process or, with `workers` > 1 or `gpus_per_worker` > 0, over a pool
+of Ray actors on the running Ray (rankline.retrieval.encode_pool: one shard per job, the same batching,
+so the same embeddings); either way each shard is written and its checksum recorded in state.json as it
+comes back, so an interrupted build resumes the same way, and a crashed worker costs only the shard it held.
+
 Bad options fail before anything is written (index type and FAISS factory string, encoder, device,
-sizes, threads); a corpus that fails to load (duplicate id, bad line, empty) leaves nothing behind;
+sizes, threads, workers); a corpus that fails to load (duplicate id, bad line, empty) leaves nothing behind;
 any later failure or interruption leaves .build/ for the same command to resume.
 """
 from __future__ import annotations
@@ -50,6 +55,7 @@ from tqdm.auto import tqdm
 from rankline.formats import atomic_write
 from rankline.retrieval.corpus import CorpusSource, doc_contents, file_sha256, iter_docs
 from rankline.retrieval.docstore import DocStore
+from rankline.retrieval.encode_pool import EncodePool, encode_in_process
 from rankline.retrieval.encoder import DEFAULT_ENCODER, Encoder, check_device, check_encoder_name, load_encoder
 from rankline.retrieval.manifest import MANIFEST, Manifest, checksums
 
@@ -77,6 +83,8 @@ class BuildOptions:
     device: str | None = None
     threads: int = 1
     progress: bool = True
+    workers: int = 1  # > 1: encode over that many Ray actors (rankline.retrieval.encode_pool), else in this process
+    gpus_per_worker: float = 0.0  # > 0: on Ray actors (even one) with that many GPUs each, encoding on cuda
 
 
 @dataclass(frozen=True)
@@ -93,9 +101,18 @@ def check_options(options: BuildOptions) -> None:
     """Raise ValueError/OSError for options that cannot work, before anything is read, loaded or written."""
     if not options.dense and not options.bm25:
         raise ValueError("nothing to build: choose --dense and/or --bm25")
-    for flag, value in (("--batch-size", options.batch_size), ("--shard-size", options.shard_size), ("--threads", options.threads)):
+    for flag, value in (("--batch-size", options.batch_size), ("--shard-size", options.shard_size), ("--threads", options.threads),
+                        ("--workers", options.workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{flag} must be a positive integer, got {value!r}")
+    gpus = options.gpus_per_worker
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not gpus >= 0:
+        raise ValueError(f"--gpus-per-worker must be a number >= 0, got {gpus!r}")
+    if on_ray(options) and not options.dense:
+        raise ValueError("--workers and --gpus-per-worker spread dense encoding over Ray actors; with --bm25 only there is "
+                         "nothing to encode (Lucene indexing uses --threads)")
+    if gpus and options.device is not None:
+        raise ValueError(f"--gpus-per-worker runs every worker's encoder on its GPU (cuda); leave out --device {options.device}")
     if options.index_type is not None and options.dense:
         from rankline.retrieval import faiss_index
 
@@ -103,6 +120,11 @@ def check_options(options: BuildOptions) -> None:
     if options.encoder is not None:
         check_encoder_name(options.encoder)
     check_device(options.device)
+
+
+def on_ray(options: BuildOptions) -> bool:
+    """Whether `options` encode over Ray actors (more than one worker, or GPUs per worker) instead of in this process."""
+    return options.workers > 1 or options.gpus_per_worker > 0
 
 
 def build_index(corpora: Sequence[str | os.PathLike], out: str | os.PathLike, options: BuildOptions = BuildOptions(),
@@ -346,7 +368,8 @@ def _encode_shards(work: Path, state: dict[str, Any], store: DocStore, ranges: l
                    normalize: bool, options: BuildOptions) -> dict[int, np.ndarray]:
     """Embeddings of the documents in `ranges` ((start, rows, batch size) each), one shard file per
     range under work/dense-shards/: a shard an interrupted run finished is reused when it matches the
-    checksum it was written with, every other one is encoded (and written as soon as it is done)."""
+    checksum it was written with, every other one is encoded, in this process or over Ray actors
+    (`on_ray(options)`), and written as soon as it is done."""
     (work / SHARDS).mkdir(exist_ok=True)
     files = state["files"]
     out: dict[int, np.ndarray] = {}
@@ -355,20 +378,34 @@ def _encode_shards(work: Path, state: dict[str, Any], store: DocStore, ranges: l
         if rel in files and (emb := _load_shard(work / rel, files[rel], rows, encoder.dim)) is not None:
             out[start] = emb
     todo = [r for r in ranges if r[0] not in out]
-    with tqdm(total=sum(r[1] for r in ranges), initial=sum(r[1] for r in ranges if r[0] in out), desc="encode", unit="doc",
-              disable=not options.progress) as bar:
-        for start, rows, batch_size in todo:
-            texts = [doc_contents(d) for d in store.iter_range(start, start + rows)]
-            emb = encoder.encode_documents(texts, batch_size=batch_size, normalize=normalize, progress=bar)
-            buf = io.BytesIO()
-            np.save(buf, emb, allow_pickle=False)
-            with atomic_write(work / _shard_rel(start), "wb") as fh:
-                fh.write(buf.getvalue())
-            files[_shard_rel(start)] = hashlib.sha256(buf.getvalue()).hexdigest()
-            state["shards"][str(start)] = {"rows": rows, "batch_size": batch_size}
-            _write_json(work / "state.json", state)
+
+    def texts(start: int, rows: int) -> list[str]:
+        return [doc_contents(d) for d in store.iter_range(start, start + rows)]
+
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=sum(r[1] for r in ranges), initial=sum(r[1] for r in ranges if r[0] in out),
+                                       desc="encode", unit="doc", disable=not options.progress))
+        if todo and on_ray(options):
+            pool = stack.enter_context(EncodePool(encoder, workers=options.workers, gpus_per_worker=options.gpus_per_worker,
+                                                  device=options.device))
+            encoded = pool.encode(todo, texts, normalize, bar)
+        else:
+            encoded = encode_in_process(encoder, todo, texts, normalize, bar)
+        for (start, rows, batch_size), emb in encoded:
+            _write_shard(work, state, start, rows, batch_size, emb)
             out[start] = emb
     return out
+
+
+def _write_shard(work: Path, state: dict[str, Any], start: int, rows: int, batch_size: int, emb: np.ndarray) -> None:
+    """Write one shard's file atomically and record its checksum in state.json: the unit of resume."""
+    buf = io.BytesIO()
+    np.save(buf, emb, allow_pickle=False)
+    with atomic_write(work / _shard_rel(start), "wb") as fh:
+        fh.write(buf.getvalue())
+    state["files"][_shard_rel(start)] = hashlib.sha256(buf.getvalue()).hexdigest()
+    state["shards"][str(start)] = {"rows": rows, "batch_size": batch_size}
+    _write_json(work / "state.json", state)
 
 
 def _stack(arrays: list[np.ndarray], dim: int) -> np.ndarray:

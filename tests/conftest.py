@@ -46,6 +46,19 @@ def benchmark_script():
 
 
 @pytest.fixture(scope="session")
+def ray_session():
+    """Start Ray once per session as rankline starts a local one (`start_local_ray`: every socket on
+    127.0.0.1, no dashboard), with 4 CPUs; ray.shutdown() at the end."""
+    import ray
+
+    from rankline.pipelines.actors import start_local_ray
+
+    start_local_ray(num_cpus=4, runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def browser():
     """Headless Chromium driven by selenium (tests/browser.py), one for the session."""
     spec = importlib.util.spec_from_file_location("rankline_test_browser", Path(__file__).with_name("browser.py"))

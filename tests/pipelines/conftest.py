@@ -1,4 +1,4 @@
-"""Pipelines fixtures: one Ray instance for the whole test session, and the toy stages."""
+"""Pipelines fixtures: the toy stages, sent by value to the session's Ray."""
 from __future__ import annotations
 
 import importlib.util
@@ -28,15 +28,9 @@ def toy():
 
 
 @pytest.fixture(scope="session")
-def ray_session(toy):
-    """Start Ray once per session as rankline starts a local one (`start_local_ray`: every socket on
-    127.0.0.1, no dashboard), with 4 CPUs; ray.shutdown() at the end."""
-    import ray
+def ray_session(ray_session, toy):
+    """The session's Ray (tests/conftest.py), to which the toy stages are sent by value."""
     from ray import cloudpickle
 
-    from rankline.pipelines.actors import start_local_ray
-
     cloudpickle.register_pickle_by_value(toy)
-    start_local_ray(num_cpus=4, runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
-    yield ray
-    ray.shutdown()
+    return ray_session
