@@ -27,6 +27,16 @@ gamma_d bound for a d-term float32 sum), so no document it did not fetch can ran
 included. The merged top-k is the exact top-k of the whole index under that score; its scores equal
 FAISS's to within that bound, and equal them bit for bit wherever FAISS's arithmetic is exact.
 
+IVF-PQ. An index folder built with `--index-type ivfpq` (factory IVFnlist,PQm[xbits]) shards too: each
+shard reads the folder's FAISS file (checked against the manifest) and keeps the codes of its own rows
+only, so every shard holds the one trained coarse quantizer and product quantizer and exactly the codes
+the whole index holds. The retriever computes each query's probed lists once with that coarse
+quantizer (`IVFProbes`) and every shard scans those lists (`search_preassigned`): a shard's candidates
+are the whole index's candidates that are its rows, each scored from the query, its list's centroid
+and its code alone, so merging the shards' top k gives the whole IVF-PQ index's top k in trec_eval
+order, scores bit for bit (checked by the tests: FAISS's IVF-PQ score of a code does not depend on
+where it sits in its list). A shard's memory is its rows' codes and ids plus the shared quantizers.
+
 A shard served by a Ray actor is restarted by Ray after a crash (up to `max_restarts` times); a
 search waits for the restart and its calls are retried, or, with `wait_for_restart=False` (what a
 service wants: it answers 503 and the client retries), fails at once with `ShardUnavailableError`
@@ -38,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -49,6 +60,7 @@ from rankline.retrieval.corpus import file_sha256
 from rankline.retrieval.manifest import Manifest
 
 PLACEMENTS = ("local", "ray")
+_IVFPQ_FACTORY = re.compile(r"IVF\d+,PQ\d+(x\d+)?")
 _ERROR_BOUND_ULPS = 2.0 ** -23  # twice float32's unit roundoff
 _RESCORE_CHUNK = 1 << 22  # float64 products rescored at once (32 MiB)
 
@@ -88,6 +100,18 @@ def merge_topk(parts: Sequence[ShardResult], k: int) -> ShardResult:
     return [docids[i] for i in order], scores[order]
 
 
+def check_query_vectors(queries: np.ndarray, k: int, dim: int) -> np.ndarray:
+    """`queries` as a contiguous float32 (n x dim) array, after checking them and `k`."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"query vectors must have shape (n, {dim}), got {q.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if not np.isfinite(q).all():
+        raise ValueError(f"query {int(np.nonzero(~np.isfinite(q).all(axis=1))[0][0]) + 1}: the vector holds NaN or infinity")
+    return q
+
+
 class FlatShard:
     """Exact inner-product search over rows start..start+n-1 of an index: `vectors` (n x d float32)
     whose doc ids are `docids`. `search` returns each query's top k in trec_eval order with
@@ -121,13 +145,7 @@ class FlatShard:
     def search(self, queries: np.ndarray, k: int) -> list[ShardResult]:
         """Each query's top `k` documents of this shard (fewer when the shard is smaller): doc ids and
         float32 scores, in trec_eval order."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        if not np.isfinite(q).all():
-            raise ValueError(f"query {int(np.nonzero(~np.isfinite(q).all(axis=1))[0][0]) + 1}: the vector holds NaN or infinity")
+        q = check_query_vectors(queries, k, self.dim)
         n, k = self.rows, int(k)
         bound = (self.dim + 4) * _ERROR_BOUND_ULPS * np.linalg.norm(q.astype(np.float64), axis=1) * self.max_norm
         out: list[ShardResult | None] = [None] * len(q)
@@ -155,16 +173,142 @@ class FlatShard:
         return out  # type: ignore[return-value]
 
 
+def _ivfpq(index: Any) -> Any:
+    """`index` as a FAISS IndexIVFPQ scoring by inner product, or ValueError."""
+    import faiss
+
+    ivf = faiss.downcast_index(index)
+    if not isinstance(ivf, faiss.IndexIVFPQ) or ivf.metric_type != faiss.METRIC_INNER_PRODUCT or not ivf.by_residual:
+        raise ValueError(f"expected a FAISS IVF-PQ index (IndexIVFPQ, inner product, by residual), got {type(ivf).__name__}")
+    if ivf.polysemous_ht:
+        raise ValueError("IVF-PQ shards do not support polysemous filtering (polysemous_ht must be 0)")
+    return ivf
+
+
+def _keep_rows(ivf: Any, start: int, stop: int) -> None:
+    """Replace the inverted lists of `ivf` (ids = row numbers) by copies holding only rows start..stop-1."""
+    import faiss
+
+    src, size = ivf.invlists, ivf.code_size
+    kept = faiss.ArrayInvertedLists(ivf.nlist, size)
+    count = 0
+    for lst in range(ivf.nlist):
+        n = src.list_size(lst)
+        if not n:
+            continue
+        ids = faiss.rev_swig_ptr(src.get_ids(lst), n)
+        keep = np.nonzero((ids >= start) & (ids < stop))[0]
+        if len(keep):  # named arrays: a swig_ptr does not keep its array alive
+            kept_ids = np.ascontiguousarray(ids[keep])
+            kept_codes = np.ascontiguousarray(faiss.rev_swig_ptr(src.get_codes(lst), n * size).reshape(n, size)[keep])
+            kept.add_entries(lst, len(keep), faiss.swig_ptr(kept_ids), faiss.swig_ptr(kept_codes))
+            count += len(keep)
+    ivf.replace_invlists(kept, True)  # the index owns (and frees) the copies; the old lists are freed
+    kept.this.disown()
+    ivf.ntotal = count
+
+
+class IVFPQShard:
+    """Rows start..stop-1 of an IVF-PQ index whose ids are row numbers: `index` (taken over, its other
+    rows dropped) keeps its trained coarse quantizer and product quantizer and the codes of these rows;
+    `docids` are the rows' doc ids. `search` scans the lists it is given (`IVFProbes`) and returns each
+    query's top k in trec_eval order with FAISS's IVF-PQ scores."""
+
+    def __init__(self, index: Any, docids: Sequence[str], start: int, stop: int):
+        ivf = _ivfpq(index)
+        if len(docids) != stop - start or stop <= start:
+            raise ValueError(f"an IVF-PQ shard needs one doc id per row of {start}..{stop - 1}, got {len(docids)}")
+        _keep_rows(ivf, start, stop)
+        if ivf.ntotal != stop - start:
+            raise ValueError(f"the IVF-PQ index holds {ivf.ntotal} of rows {start}..{stop - 1}, not all {stop - start}")
+        self.index, self.ivf, self.docids, self.start, self.dim = index, ivf, list(docids), start, ivf.d
+
+    @property
+    def rows(self) -> int:
+        return len(self.docids)
+
+    def nbytes(self) -> int:
+        """Bytes the shard holds: its rows' codes and 8-byte ids, the coarse centroids and the PQ centroids."""
+        pq = self.ivf.pq
+        return self.rows * (self.ivf.code_size + 8) + self.ivf.nlist * self.dim * 4 + pq.M * pq.ksub * pq.dsub * 4
+
+    def centroids(self) -> np.ndarray:
+        """The coarse quantizer's centroids (nlist x d float32), the same in every shard of an index."""
+        return self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
+
+    def search(self, queries: np.ndarray, k: int, probes: np.ndarray) -> list[ShardResult]:
+        """Each query's top `k` of this shard's rows in the lists `probes[i]` (fewer when they hold fewer):
+        doc ids and FAISS's float32 scores, in trec_eval order. Fetches more than k from FAISS and
+        widens until the k-th lies strictly above the last fetched (a tie at the k-th is resolved by doc id)."""
+        q = check_query_vectors(queries, k, self.dim)
+        probes = np.ascontiguousarray(probes, dtype=np.int64)
+        if probes.ndim != 2 or len(probes) != len(q) or not ((probes >= -1) & (probes < self.ivf.nlist)).all():
+            raise ValueError(f"probes must be one row of list numbers in -1..{self.ivf.nlist - 1} per query, got shape {probes.shape}")
+        self.ivf.nprobe = probes.shape[1]  # search_preassigned scans that many lists of each row of probes
+        unused = np.zeros(probes.shape, np.float32)  # coarse scores: for inner product FAISS recomputes each list's own
+        k = int(k)
+        out: list[ShardResult | None] = [None] * len(q)
+        todo = np.arange(len(q))
+        fetch = min(self.rows, k + max(8, k // 8))
+        while len(todo):
+            scores, ids = self.ivf.search_preassigned(q[todo], fetch, probes[todo], unused[todo])
+            again = []
+            for j, r in enumerate(todo):
+                found = ids[j] >= 0
+                docids = [self.docids[i - self.start] for i in ids[j][found]]
+                order = trec_order(docids, scores[j][found])[:k]
+                if not found.all() or fetch >= self.rows or float(scores[j][found][order[-1]]) > float(scores[j, fetch - 1]):
+                    out[r] = ([docids[i] for i in order], scores[j][found][order])
+                else:  # a document tied with the k-th may not have been fetched
+                    again.append(r)
+            todo = np.array(again, dtype=np.int64)
+            fetch = min(self.rows, fetch * 2)
+        return out  # type: ignore[return-value]
+
+
+class IVFProbes:
+    """The inverted lists each query probes: the `nprobe` whose centroids score highest, computed once
+    for all shards by a copy of the index's coarse quantizer (flat inner product over `centroids`)."""
+
+    def __init__(self, centroids: np.ndarray, nprobe: int):
+        import faiss
+
+        if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
+            raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+        self.nprobe = min(nprobe, len(centroids))
+        self.quantizer = faiss.IndexFlatIP(centroids.shape[1])
+        self.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+
+    def __call__(self, queries: np.ndarray) -> np.ndarray:
+        q = check_query_vectors(queries, 1, self.quantizer.d)
+        return self.quantizer.search(q, self.nprobe)[1]
+
+
+Shard = FlatShard | IVFPQShard
+
+
+def search_shard(shard: Shard, queries: np.ndarray, k: int, probes: np.ndarray | None) -> list[ShardResult]:
+    """`shard.search`, given the probed lists when it is an IVF-PQ shard."""
+    if isinstance(shard, IVFPQShard):
+        if probes is None:
+            raise ValueError("an IVF-PQ shard needs the probed lists of the queries (IVFProbes)")
+        return shard.search(queries, k, probes)
+    return shard.search(queries, k)
+
+
 # -- shards of an index folder -------------------------------------------------------------------------
 
-def check_flat(folder: Path, manifest: Manifest) -> None:
-    """Raise ValueError unless the index in `folder` has a flat (exact) dense part whose embedding files
-    cover every document (what sharded search reads)."""
+def shardable_kind(folder: Path, manifest: Manifest) -> str:
+    """"flat" or "ivfpq": the kind of the dense index in `folder`, after checking that sharded search can
+    read it (a flat index's embedding files cover every document; an IVF-PQ index is IVFnlist,PQm[xbits])."""
     if manifest.dense is None:
         raise ValueError(f"{folder}: this index has no dense part; build it with `rankline index CORPUS --out {folder} --dense`")
-    if str(manifest.dense.get("factory")) != "Flat":
-        raise ValueError(f"{folder}: sharded search is exact over flat indexes only; this index is "
-                         f"{manifest.dense.get('index_type')!r} ({manifest.dense.get('factory')}); build one with --index-type flat")
+    factory = str(manifest.dense.get("factory"))
+    if _IVFPQ_FACTORY.fullmatch(factory):
+        return "ivfpq"
+    if factory != "Flat":
+        raise ValueError(f"{folder}: sharded search covers flat indexes (exact) and IVF-PQ indexes (IVFnlist,PQm) only; this "
+                         f"index is {manifest.dense.get('index_type')!r} ({factory}); build one with --index-type flat or ivfpq")
     pos = 0
     for entry in manifest.shards():
         if entry["start"] != pos:
@@ -173,6 +317,7 @@ def check_flat(folder: Path, manifest: Manifest) -> None:
     if pos != manifest.count:
         raise ValueError(f"{folder}: its embedding files (dense-shards/) do not cover documents {pos}..{manifest.count - 1}, "
                          "which sharded search reads; build the index again into an empty folder with this rankline")
+    return "flat"
 
 
 def _verified_bytes(folder: Path, manifest: Manifest, rel: str) -> bytes:
@@ -186,26 +331,32 @@ def _verified_bytes(folder: Path, manifest: Manifest, rel: str) -> bytes:
     return data
 
 
-def verify_docstore(folder: Path, manifest: Manifest) -> Path:
-    """The document store's path, after checking its sha256 against the manifest."""
-    path = folder / manifest.docstore
+def _verified_path(folder: Path, manifest: Manifest, rel: str) -> Path:
+    path = folder / rel
     if not path.is_file():
-        raise manifest.damage_error(folder, manifest.docstore, "missing from the index folder")
-    if file_sha256(path) != manifest.files[manifest.docstore]:
-        raise manifest.damage_error(folder, manifest.docstore, "checksum mismatch: the file is truncated or corrupted")
+        raise manifest.damage_error(folder, rel, "missing from the index folder")
+    if file_sha256(path) != manifest.files[rel]:
+        raise manifest.damage_error(folder, rel, "checksum mismatch: the file is truncated or corrupted")
     return path
 
 
+def verify_docstore(folder: Path, manifest: Manifest) -> Path:
+    """The document store's path, after checking its sha256 against the manifest."""
+    return _verified_path(folder, manifest, manifest.docstore)
+
+
 def shard_files(index_dir: str | os.PathLike, shards: int) -> list[list[str]]:
-    """For each of `shards` shards of the flat index in `index_dir`, the files (relative to the folder)
-    its actor reads: manifest.json, the document store and the embedding files that overlap its rows.
-    A node that serves only some shards needs only their files."""
+    """For each of `shards` shards of the index in `index_dir`, the files (relative to the folder) its
+    actor reads: manifest.json, the document store and, for a flat index, the embedding files that
+    overlap its rows (a node that serves only some shards needs only their files), for an IVF-PQ index
+    the FAISS file."""
     from rankline.retrieval.manifest import MANIFEST
     from rankline.retrieval.retrievers import open_index
 
     folder = Path(index_dir)
     manifest = open_index(folder, verify=False)
-    check_flat(folder, manifest)
+    if shardable_kind(folder, manifest) == "ivfpq":
+        return [[MANIFEST, manifest.docstore, manifest.dense["file"]] for _ in shard_ranges(manifest.count, shards)]
     return [[MANIFEST, manifest.docstore] + [e["file"] for e in manifest.shards() if e["start"] < stop and e["start"] + e["rows"] > start]
             for start, stop in shard_ranges(manifest.count, shards)]
 
@@ -219,9 +370,9 @@ def load_flat_shard(index_dir: str | os.PathLike, start: int, stop: int, *, veri
 
     folder = Path(index_dir)
     manifest = open_index(folder, verify=False)
-    check_flat(folder, manifest)
-    if not 0 <= start < stop <= manifest.count:
-        raise ValueError(f"{folder}: shard rows {start}..{stop - 1} are not within its {manifest.count} documents")
+    if shardable_kind(folder, manifest) != "flat":
+        raise ValueError(f"{folder}: not a flat index; open its shards with load_shard")
+    _check_rows(folder, manifest, start, stop)
     dim = int(manifest.dense["dim"])
     parts = []
     for entry in manifest.shards():
@@ -237,16 +388,58 @@ def load_flat_shard(index_dir: str | os.PathLike, start: int, stop: int, *, veri
     return FlatShard(np.concatenate(parts) if len(parts) > 1 else parts[0], docids, start)
 
 
+def _check_rows(folder: Path, manifest: Manifest, start: int, stop: int) -> None:
+    if not 0 <= start < stop <= manifest.count:
+        raise ValueError(f"{folder}: shard rows {start}..{stop - 1} are not within its {manifest.count} documents")
+
+
+def load_ivfpq_shard(index_dir: str | os.PathLike, start: int, stop: int, *, verify_docstore_file: bool = True) -> IVFPQShard:
+    """Rows start..stop-1 of the IVF-PQ index in `index_dir`: its FAISS file (checked against the
+    manifest's sha256; the whole index is read once, then only these rows' codes are kept) and its
+    document store (checked too, unless `verify_docstore_file` is False)."""
+    from rankline.retrieval import faiss_index
+    from rankline.retrieval.docstore import DocStore
+    from rankline.retrieval.retrievers import open_index
+
+    folder = Path(index_dir)
+    manifest = open_index(folder, verify=False)
+    if shardable_kind(folder, manifest) != "ivfpq":
+        raise ValueError(f"{folder}: not an IVF-PQ index; open its shards with load_shard")
+    _check_rows(folder, manifest, start, stop)
+    rel = manifest.dense["file"]
+    index = faiss_index.read(_verified_path(folder, manifest, rel))
+    if index.ntotal != manifest.count:
+        raise manifest.damage_error(folder, rel, f"holds {index.ntotal} vectors, the index {manifest.count} documents")
+    with DocStore(verify_docstore(folder, manifest) if verify_docstore_file else folder / manifest.docstore) as store:
+        docids = store.docids_at(range(start, stop))
+    try:
+        return IVFPQShard(index, docids, start, stop)
+    except ValueError as exc:
+        raise manifest.damage_error(folder, rel, str(exc)) from None
+
+
+def load_shard(index_dir: str | os.PathLike, start: int, stop: int, *, verify_docstore_file: bool = True) -> Shard:
+    """Rows start..stop-1 of the flat or IVF-PQ index in `index_dir` (`load_flat_shard`, `load_ivfpq_shard`)."""
+    from rankline.retrieval.retrievers import open_index
+
+    folder = Path(index_dir)
+    load = load_ivfpq_shard if shardable_kind(folder, open_index(folder, verify=False)) == "ivfpq" else load_flat_shard
+    return load(folder, start, stop, verify_docstore_file=verify_docstore_file)
+
+
 # -- scatter-gather ------------------------------------------------------------------------------------
 
 class LocalShards:
     """Shards held in this process, searched one after another (FAISS uses every core for each)."""
 
-    def __init__(self, shards: Sequence[FlatShard]):
+    def __init__(self, shards: Sequence[Shard]):
         self.shards = list(shards)
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[ShardResult]]:
-        return [shard.search(queries, k) for shard in self.shards]
+    def search(self, queries: np.ndarray, k: int, probes: np.ndarray | None = None) -> list[list[ShardResult]]:
+        return [search_shard(shard, queries, k, probes) for shard in self.shards]
+
+    def centroids(self) -> np.ndarray:
+        return self.shards[0].centroids()
 
     def info(self) -> list[dict[str, Any]]:
         return [{"start": s.start, "rows": s.rows, "bytes": s.nbytes(), "node_id": None, "pid": os.getpid()} for s in self.shards]
@@ -259,10 +452,13 @@ class ShardServer:
     """What a shard's Ray actor runs: loads rows start..stop-1 of an index folder, answers searches."""
 
     def __init__(self, index_dir: str, start: int, stop: int):
-        self.shard = load_flat_shard(index_dir, start, stop)
+        self.shard = load_shard(index_dir, start, stop)
 
-    def search(self, queries: np.ndarray, k: int) -> list[ShardResult]:
-        return self.shard.search(queries, k)
+    def search(self, queries: np.ndarray, k: int, probes: np.ndarray | None = None) -> list[ShardResult]:
+        return search_shard(self.shard, queries, k, probes)
+
+    def centroids(self) -> np.ndarray:
+        return self.shard.centroids()
 
     def info(self) -> dict[str, Any]:
         import ray
@@ -347,11 +543,11 @@ class RayShards:
                 raise ShardUnavailableError(f"{self._where(i)} is unavailable: {_ray_error_message(exc)}") from None
         return out
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[ShardResult]]:
+    def search(self, queries: np.ndarray, k: int, probes: np.ndarray | None = None) -> list[list[ShardResult]]:
         import ray
 
         ref = ray.put(np.ascontiguousarray(queries, dtype=np.float32))
-        refs = [actor.search.options(max_task_retries=self.call_retries).remote(ref, k) for actor in self.actors]
+        refs = [actor.search.options(max_task_retries=self.call_retries).remote(ref, k, probes) for actor in self.actors]
         if not self.wait_for_restart:
             self._fail_while_down(refs)
         return self._gather(refs)
@@ -379,6 +575,9 @@ class RayShards:
 
     def info(self) -> list[dict[str, Any]]:
         return self._gather([a.info.remote() for a in self.actors])
+
+    def centroids(self) -> np.ndarray:
+        return self._gather([self.actors[0].centroids.remote()])[0]
 
     def close(self) -> None:
         import ray
@@ -423,10 +622,11 @@ def _per_shard_resources(resources: Any, shards: int) -> list[dict[str, float]]:
 # -- the retriever -------------------------------------------------------------------------------------
 
 class ShardedDenseRetriever(PyTerrierRetriever):
-    """Dense retrieval over shards of a flat index: encodes queries with the index's encoder, scatters
-    the query vectors to every shard, gathers each shard's top k and merges them (`merge_topk`).
-    `shards` is a `LocalShards` or a `RayShards`. Opened by `open_sharded_retriever`; a copy sent to
-    another process (pickled) opens its own shards there with the same arguments."""
+    """Dense retrieval over shards of a flat or IVF-PQ index: encodes queries with the index's encoder,
+    (IVF-PQ) computes their probed lists once with `probes`, scatters the query vectors to every shard,
+    gathers each shard's top k and merges them (`merge_topk`). `shards` is a `LocalShards` or a
+    `RayShards`. Opened by `open_sharded_retriever`; a copy sent to another process (pickled) opens its
+    own shards there with the same arguments."""
 
     opened_with: dict[str, Any] | None = None
 
@@ -436,9 +636,9 @@ class ShardedDenseRetriever(PyTerrierRetriever):
                             "rankline.retrieval.open_sharded_retriever to send it to another process")
         return (_reopen, (self.opened_with,))
 
-    def __init__(self, shards: LocalShards | RayShards, *, encoder: Any = None, store: Any = None, normalize: bool = True,
-                 batch_size: int = 64, with_text: bool = True):
-        self.shards, self.encoder, self.store = shards, encoder, store
+    def __init__(self, shards: LocalShards | RayShards, *, probes: IVFProbes | None = None, encoder: Any = None, store: Any = None,
+                 normalize: bool = True, batch_size: int = 64, with_text: bool = True):
+        self.shards, self.probes, self.encoder, self.store = shards, probes, encoder, store
         self.normalize, self.batch_size, self.with_text = normalize, batch_size, with_text
 
     def search_vectors(self, queries: np.ndarray, k: int) -> list[ShardResult]:
@@ -448,7 +648,7 @@ class ShardedDenseRetriever(PyTerrierRetriever):
         check_k(k)
         if not len(queries):
             return []
-        per_shard = self.shards.search(queries, k)
+        per_shard = self.shards.search(queries, k, self.probes(queries) if self.probes is not None else None)
         return [merge_topk([shard[i] for shard in per_shard], k) for i in range(len(queries))]
 
     def search(self, query: Query, k: int) -> list[Hit]:
@@ -483,8 +683,9 @@ class ShardedDenseRetriever(PyTerrierRetriever):
 def open_sharded_retriever(index_dir: str | os.PathLike, shards: int, *, placement: str = "local", num_cpus: float = 1,
                            resources: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
                            max_restarts: int = 3, wait_for_restart: bool = True, encoder: Any = None, device: str | None = None,
-                           batch_size: int = 64, with_text: bool = True) -> ShardedDenseRetriever:
-    """Dense retrieval over the flat index in `index_dir` split into `shards` contiguous shards.
+                           batch_size: int = 64, with_text: bool = True, nprobe: int = 32) -> ShardedDenseRetriever:
+    """Dense retrieval over the flat or IVF-PQ index in `index_dir` split into `shards` contiguous
+    shards (an IVF-PQ index probes `nprobe` lists per query, as `DenseRetriever` does).
 
     placement "local": the shards live in this process. "ray": each shard in its own Ray actor
     asking for `num_cpus` CPUs and the custom Ray `resources` (one mapping for every shard, or a list
@@ -501,7 +702,9 @@ def open_sharded_retriever(index_dir: str | os.PathLike, shards: int, *, placeme
         raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     folder = Path(index_dir)
     manifest = open_index(folder, verify=False)  # every shard verifies the files it reads
-    check_flat(folder, manifest)
+    kind = shardable_kind(folder, manifest)
+    if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
+        raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
     ranges = shard_ranges(manifest.count, shards)
     spec = manifest.dense
     if spec["encoder"] is None and encoder is None:
@@ -513,16 +716,17 @@ def open_sharded_retriever(index_dir: str | os.PathLike, shards: int, *, placeme
                          f"({spec['encoder']!r}, weights sha256 {spec['encoder_sha256'][:12]}...)")
     store = DocStore(verify_docstore(folder, manifest))
     if placement == "local":
-        backend: LocalShards | RayShards = LocalShards([load_flat_shard(folder, lo, hi, verify_docstore_file=False) for lo, hi in ranges])
+        backend: LocalShards | RayShards = LocalShards([load_shard(folder, lo, hi, verify_docstore_file=False) for lo, hi in ranges])
     else:
         backend = RayShards(str(folder.resolve()), ranges, num_cpus=num_cpus, resources=resources, max_restarts=max_restarts,
                             wait_for_restart=wait_for_restart)
-    retriever = ShardedDenseRetriever(backend, encoder=encoder, store=store, normalize=bool(spec["normalize"]),
+    probes = IVFProbes(backend.centroids(), nprobe) if kind == "ivfpq" else None
+    retriever = ShardedDenseRetriever(backend, probes=probes, encoder=encoder, store=store, normalize=bool(spec["normalize"]),
                                       batch_size=batch_size, with_text=with_text)
     retriever.opened_with = {"index_dir": str(folder.resolve()), "shards": shards, "placement": placement, "num_cpus": num_cpus,
                              "resources": resources, "max_restarts": max_restarts, "wait_for_restart": wait_for_restart,
                              "encoder": encoder and encoder.name, "device": device,
-                             "batch_size": batch_size, "with_text": with_text}
+                             "batch_size": batch_size, "with_text": with_text, "nprobe": nprobe}
     return retriever
 
 
@@ -531,11 +735,12 @@ def _reopen(opened_with: dict[str, Any]) -> ShardedDenseRetriever:
 
 
 def write_vector_index(index_dir: str | os.PathLike, vectors: np.ndarray, docids: Sequence[str], *, shard_size: int = 8192,
-                       texts: Sequence[str] | None = None) -> Manifest:
-    """Write a new flat index folder over given float32 `vectors` (row i is document `docids[i]`, with
+                       texts: Sequence[str] | None = None, index: Any = None) -> Manifest:
+    """Write a new index folder over given float32 `vectors` (row i is document `docids[i]`, with
     text `texts[i]` or ""), laid out and checksummed as `rankline index` lays out a dense index, with no
-    encoder (searched by vector: `ShardedDenseRetriever.search_vectors`). For synthetic benchmarks and
-    tests; `index_dir` must not hold an index yet."""
+    encoder (searched by vector: `ShardedDenseRetriever.search_vectors`). Its FAISS index is a flat one
+    built here, or `index`: an IVF-PQ index over exactly these vectors (id i = row i; e.g. trained on a
+    sample). For synthetic benchmarks and tests; `index_dir` must not hold an index yet."""
     from rankline.formats import Doc, atomic_write
     from rankline.retrieval import faiss_index
     from rankline.retrieval.build import SHARDS
@@ -551,6 +756,13 @@ def write_vector_index(index_dir: str | os.PathLike, vectors: np.ndarray, docids
                          f"{vectors.shape} and {len(docids)} doc ids")
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if index is None:
+        index, index_type, factory = faiss_index.build(vectors, "Flat"), "flat", "Flat"
+    else:
+        ivf = _ivfpq(index)
+        if ivf.ntotal != len(vectors) or ivf.d != vectors.shape[1]:
+            raise ValueError(f"index holds {ivf.ntotal} vectors of {ivf.d} dimensions, not the {vectors.shape} given")
+        index_type, factory = "ivfpq", f"IVF{ivf.nlist},PQ{ivf.pq.M}x{ivf.pq.nbits}"
     (folder / SHARDS).mkdir(parents=True, exist_ok=True)
     with DocStore(folder / "docs-1.sqlite", writable=True) as store:
         store.append((Doc(str(d), texts[i] if texts is not None else "") for i, d in enumerate(docids)), source="docids")
@@ -562,10 +774,10 @@ def write_vector_index(index_dir: str | os.PathLike, vectors: np.ndarray, docids
         with atomic_write(folder / rel, "wb") as fh:
             fh.write(buf.getvalue())
         shards.append({"file": rel, "start": start, "rows": len(vectors[start : start + shard_size]), "batch_size": shard_size})
-    faiss_index.write(faiss_index.build(vectors, "Flat"), str(folder / "dense-1.faiss"))
+    faiss_index.write(index, str(folder / "dense-1.faiss"))
     files = checksums(folder, ["docs-1.sqlite", "dense-1.faiss", *[s["file"] for s in shards]])
     dense = {"file": "dense-1.faiss", "encoder": None, "encoder_sha256": None, "dim": int(vectors.shape[1]), "normalize": False,
-             "index_type": "flat", "factory": "Flat", "shard_size": shard_size, "metric": "inner_product",
+             "index_type": index_type, "factory": factory, "shard_size": shard_size, "metric": "inner_product",
              "count": len(vectors), "shards": shards}
     manifest = Manifest(generation=1, count=len(vectors), sources=[], docstore="docs-1.sqlite", files=files, dense=dense)
     manifest.write(folder)

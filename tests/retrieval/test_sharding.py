@@ -18,6 +18,8 @@ from rankline.formats import Query, trec_order
 from rankline.retrieval import BuildOptions, build_index, open_retriever
 from rankline.retrieval.sharding import (
     FlatShard,
+    IVFPQShard,
+    IVFProbes,
     LocalShards,
     ShardedDenseRetriever,
     exact_scores,
@@ -275,7 +277,7 @@ def test_bad_input_gives_one_clear_error(tmp_path):
         FlatShard(np.full((2, 3), np.nan, np.float32), ["a", "b"])
     manifest = folder / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"factory": "Flat"', '"factory": "HNSW32,Flat"'))
-    with pytest.raises(ValueError, match="exact over flat indexes only"):
+    with pytest.raises(ValueError, match=r"covers flat indexes \(exact\) and IVF-PQ indexes \(IVFnlist,PQm\) only; this index is 'flat' \(HNSW32,Flat\)"):
         open_sharded_retriever(folder, 2)
     with pytest.raises(ValueError, match="already holds an index"):
         write_vector_index(folder, np.zeros((2, 2), np.float32), ["a", "b"])
@@ -296,3 +298,151 @@ def test_real_index_sharded_equals_the_dense_retriever(tiny_encoder, tmp_path):
         assert [[(h.text, h.title) for h in hits] for hits in got] == [[(h.text, h.title) for h in hits] for hits in want]
         copy = pickle.loads(pickle.dumps(sharded))  # reopens its shards from the folder
         assert copy.search_batch(queries, 8) == got
+
+
+# -- IVF-PQ ---------------------------------------------------------------------------------------------
+
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((20, dim)).astype(np.float32)
+    return (centers[rng.integers(0, 20, n)] + 0.5 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ivfpq():
+    """2,000 clustered 8-d vectors (with exact duplicates spread over the rows), doc ids not in row order,
+    an IVF16,PQ8x4 index trained on them and 30 queries."""
+    import faiss
+
+    vectors = _clustered(2000, 8, seed=10)
+    rng = np.random.default_rng(11)
+    vectors[rng.choice(2000, 40, replace=False)] = vectors[17]  # same list, same code, same score: ties
+    index = faiss.index_factory(8, "IVF16,PQ8x4", faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors)
+    index.add(vectors)
+    queries = _clustered(30, 8, seed=12)
+    queries[0] = vectors[17]
+    return vectors, _docids(2000, seed=13), index, queries
+
+
+def _ivf_shards(index, docids, shards: int, nprobe: int) -> ShardedDenseRetriever:
+    import faiss
+
+    parts = [IVFPQShard(faiss.clone_index(index), docids[a:b], a, b) for a, b in shard_ranges(len(docids), shards)]
+    return ShardedDenseRetriever(LocalShards(parts), probes=IVFProbes(index.quantizer.reconstruct_n(0, index.nlist), nprobe))
+
+
+def _ivf_oracle(index, docids, queries, k: int, nprobe: int):
+    """The whole IVF-PQ index's own search over every candidate of the probed lists, in trec_eval order, cut at k."""
+    import faiss
+
+    scores, ids = index.search(queries, index.ntotal, params=faiss.SearchParametersIVF(nprobe=nprobe))
+    out = []
+    for row_scores, row_ids in zip(scores, ids):
+        found = row_ids >= 0
+        out.append(_trec_topk([docids[i] for i in row_ids[found]], row_scores[found], k))
+    return out
+
+
+def _codes_by_row(index) -> tuple[np.ndarray, np.ndarray]:
+    """(list number, code) of every row an IVF index holds, by row id (rows it does not hold: list -1)."""
+    import faiss
+
+    lists = np.full(len(np.arange(2000)), -1)
+    codes = np.zeros((2000, index.code_size), np.uint8)
+    for lst in range(index.nlist):
+        n = index.invlists.list_size(lst)
+        if n:
+            ids = faiss.rev_swig_ptr(index.invlists.get_ids(lst), n).copy()
+            lists[ids] = lst
+            codes[ids] = faiss.rev_swig_ptr(index.invlists.get_codes(lst), n * index.code_size).reshape(n, -1)
+    return lists, codes
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 4])
+def test_ivfpq_shards_equal_the_whole_index_bit_for_bit(ivfpq, shards):
+    vectors, docids, index, queries = ivfpq
+    copies = {docids[i] for i in np.nonzero((vectors == vectors[17]).all(axis=1))[0]}
+    for nprobe in (1, 3, 16):
+        ranking = _ivf_oracle(index, docids, queries[:1], 3000, nprobe)[0][0]
+        first = min(ranking.index(d) for d in copies)  # where query 0's 41 tied copies begin in its ranking
+        retriever = _ivf_shards(index, docids, shards, nprobe)
+        for k in (1, 10, first + 20, 3000):  # first + 20: the cut falls inside the ties; 3000: above any candidate count
+            got = retriever.search_vectors(queries, k)
+            for (gi, gs), (wi, ws) in zip(got, _ivf_oracle(index, docids, queries, k, nprobe)):
+                assert gi == wi
+                assert gs.dtype == np.float32 and np.array_equal(gs, ws)
+        assert set(got[0][0][first : first + 41]) == copies and len(set(got[0][1][first : first + 41].tolist())) == 1
+        assert got[0][0][first : first + 41] == sorted(copies, reverse=True)  # ties by doc id, descending
+
+
+def test_ivfpq_shards_hold_the_whole_index_codes_of_their_rows(ivfpq):
+    import faiss
+
+    vectors, docids, index, _ = ivfpq
+    lists, codes = _codes_by_row(index)
+    for a, b in shard_ranges(2000, 3):
+        shard = IVFPQShard(faiss.clone_index(index), docids[a:b], a, b)
+        got_lists, got_codes = _codes_by_row(shard.ivf)
+        assert shard.rows == b - a and shard.ivf.ntotal == b - a
+        assert np.array_equal(got_lists[a:b], lists[a:b]) and (np.delete(got_lists, np.arange(a, b)) == -1).all()
+        assert np.array_equal(got_codes[a:b], codes[a:b])
+        assert shard.nbytes() == (b - a) * (4 + 8) + 16 * 8 * 4 + 8 * 16 * 1 * 4  # codes + ids, centroids, PQ centroids
+    assert index.ntotal == 2000  # the whole index was cloned, not taken apart
+
+
+def test_ivfpq_recall_at_10_against_a_brute_force_scan(ivfpq):
+    """recall@10 of the sharded IVF-PQ search against the exact top 10 by numpy (float64 inner products):
+    the same as the whole index's, and rising with nprobe."""
+    vectors, docids, index, queries = ivfpq
+    exact = np.argsort(-(queries.astype(np.float64) @ vectors.T.astype(np.float64)), axis=1, kind="stable")[:, :10]
+    recall = {}
+    for nprobe in (1, 16):
+        got = _ivf_shards(index, docids, 3, nprobe).search_vectors(queries, 10)
+        want = _ivf_oracle(index, docids, queries, 10, nprobe)
+        recall[nprobe] = np.mean([len(set(ids) & {docids[i] for i in row}) / 10 for (ids, _), row in zip(got, exact)])
+        assert recall[nprobe] == np.mean([len(set(ids) & {docids[i] for i in row}) / 10 for (ids, _), row in zip(want, exact)])
+    assert 0.3 < recall[1] < recall[16]
+
+
+def test_ivfpq_index_folder_shards(ivfpq, tmp_path):
+    import faiss
+
+    vectors, docids, index, queries = ivfpq
+    folder = tmp_path / "ivfpq"
+    write_vector_index(folder, vectors, docids, shard_size=500, index=faiss.clone_index(index))
+    assert shard_files(folder, 2) == [["manifest.json", "docs-1.sqlite", "dense-1.faiss"]] * 2
+    for shards in (1, 3):
+        retriever = open_sharded_retriever(folder, shards, nprobe=3)
+        assert [s["rows"] for s in retriever.info()] == [b - a for a, b in shard_ranges(2000, shards)]
+        got = retriever.search_vectors(queries, 10)
+        assert [(i, s.tolist()) for i, s in got] == [(i, s.tolist()) for i, s in _ivf_oracle(index, docids, queries, 10, 3)]
+        copy = pickle.loads(pickle.dumps(retriever))  # reopens its shards with the same nprobe
+        assert [(i, s.tolist()) for i, s in copy.search_vectors(queries, 10)] == [(i, s.tolist()) for i, s in got]
+    with pytest.raises(ValueError, match="nprobe must be a positive integer"):
+        open_sharded_retriever(folder, 2, nprobe=0)
+    target = folder / "dense-1.faiss"
+    target.write_bytes(target.read_bytes()[:-8])
+    with pytest.raises(ValueError, match=f"{target}: checksum mismatch"):
+        open_sharded_retriever(folder, 2)
+
+
+def test_ivfpq_bad_input_gives_one_clear_error(ivfpq):
+    import faiss
+
+    vectors, docids, index, queries = ivfpq
+    shard = IVFPQShard(faiss.clone_index(index), docids[:100], 0, 100)
+    with pytest.raises(ValueError, match="needs the probed lists"):
+        LocalShards([shard]).search(queries, 3)
+    with pytest.raises(ValueError, match=r"probes must be one row of list numbers in -1..15 per query"):
+        shard.search(queries, 3, np.full((len(queries), 2), 16))
+    with pytest.raises(ValueError, match=r"shape \(n, 8\)"):
+        IVFProbes(index.quantizer.reconstruct_n(0, 16), 2)(np.zeros((1, 5), np.float32))
+    with pytest.raises(ValueError, match="nprobe must be a positive integer"):
+        IVFProbes(index.quantizer.reconstruct_n(0, 16), 0)
+    with pytest.raises(ValueError, match="one doc id per row of 0..99"):
+        IVFPQShard(faiss.clone_index(index), docids[:99], 0, 100)
+    with pytest.raises(ValueError, match="expected a FAISS IVF-PQ index"):
+        IVFPQShard(faiss.IndexFlatIP(8), docids[:10], 0, 10)
+    with pytest.raises(ValueError, match="index holds 2000 vectors of 8 dimensions"):
+        write_vector_index("/nonexistent-never-written", vectors[:10], docids[:10], index=faiss.clone_index(index))
