@@ -18,8 +18,12 @@ def check_k(k: int) -> None:
 
 
 class DenseRetriever(ReopenedOnUnpickle, PyTerrierRetriever):
-    """Encodes queries with the index's encoder and searches its FAISS index (on GPU when FAISS sees one).
+    """Encodes queries with the index's encoder and searches its FAISS index.
 
+    `device` places both: None (the default) runs the encoder on cuda when torch sees a GPU and moves
+    the index to every GPU FAISS sees (the `gpu` extra), else both stay on the CPU; "cpu" keeps both
+    on the CPU; "cuda" / "cuda:N" puts the encoder there and the index too where FAISS can (else it
+    stays on the CPU, with a warning: `faiss_index.place`). `index_device` says where the index is.
     `encoder` may name another copy of the same model; its weights must hash to the manifest's.
     `nprobe` (IVF) and `ef_search` (HNSW) trade speed for recall; flat search is exact.
     """
@@ -39,7 +43,7 @@ class DenseRetriever(ReopenedOnUnpickle, PyTerrierRetriever):
         self.batch_size, self.with_text = batch_size, with_text
         index = faiss_index.read(folder / spec["file"])
         faiss_index.set_search_params(index, nprobe=nprobe, ef_search=ef_search)
-        self.index = faiss_index.on_gpu_if_available(index)
+        self.index, self.index_device = faiss_index.place(index, device)
 
     def search(self, query: Query, k: int) -> list[Hit]:
         return self.search_batch([query], k)[0]

@@ -114,13 +114,56 @@ def set_search_params(index: Any, *, nprobe: int | None = None, ef_search: int |
                 pass  # the index has no such knob (e.g. nprobe on a flat index)
 
 
-def on_gpu_if_available(index: Any) -> Any:
-    """The index moved to every GPU FAISS sees, or unchanged when it sees none (faiss-cpu)."""
+def gpu_count() -> int:
+    """How many GPUs FAISS can use: 0 with faiss-cpu (the `gpu` extra installs faiss-gpu)."""
     import faiss
 
-    if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
-        return faiss.index_cpu_to_all_gpus(index)
-    return index
+    return int(getattr(faiss, "get_num_gpus", lambda: 0)())
+
+
+def index_gpus(device: str | None, faiss_gpus: int) -> list[int]:
+    """The GPUs a FAISS index goes to for `device` (the torch device the encoder runs on), when FAISS
+    sees `faiss_gpus` GPUs; [] keeps it on the CPU. None (the default) and "cuda": every GPU FAISS
+    sees; "cuda:N": GPU N (FAISS numbers the GPUs as torch does); "cpu" and "mps": none (FAISS has
+    no MPS path)."""
+    kind, _, number = str(device).partition(":")
+    if device is not None and (kind not in ("cpu", "mps", "cuda") or (number and not (kind == "cuda" and number.isdigit()))):
+        raise ValueError(f"unknown device {device!r}: expected cpu, cuda, cuda:N or mps")
+    if kind in ("cpu", "mps"):
+        return []
+    if not number or not faiss_gpus:
+        return list(range(faiss_gpus))
+    if int(number) >= faiss_gpus:
+        raise ValueError(f"device {device!r}: FAISS sees {faiss_gpus} GPU(s), cuda:0..cuda:{faiss_gpus - 1}")
+    return [int(number)]
+
+
+def place(index: Any, device: str | None = None) -> tuple[Any, str]:
+    """The index where `device` puts it (see `index_gpus`) and where that is: "cpu", "cuda:0",
+    "cuda:0,cuda:1". It stays on the CPU when FAISS sees no GPU (faiss-cpu; the `gpu` extra installs
+    faiss-gpu) or has no GPU version of its type (HNSW), with a warning saying so when a cuda device
+    was asked for: the encoder may run on the GPU, the index is never said to."""
+    import warnings
+
+    import faiss
+
+    gpus = index_gpus(device, gpu_count())
+    if not gpus:
+        if str(device).startswith("cuda"):
+            warnings.warn(f"device {device}: FAISS sees no GPU (faiss-cpu installed; the 'gpu' extra installs faiss-gpu), "
+                          "so the index is searched on the CPU", stacklevel=2)
+        return index, "cpu"
+    try:
+        if len(gpus) == 1:
+            moved = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), gpus[0], index)
+        else:
+            moved = faiss.index_cpu_to_gpus_list(index, gpus=gpus)
+    except RuntimeError as exc:  # no GPU version of this index type
+        if device is not None:
+            warnings.warn(f"device {device}: FAISS has no GPU version of {type(faiss.downcast_index(index)).__name__} "
+                          f"({str(exc).strip().splitlines()[-1]}), so the index is searched on the CPU", stacklevel=2)
+        return index, "cpu"
+    return moved, ",".join(f"cuda:{g}" for g in gpus)
 
 
 def read(path: str) -> Any:
