@@ -1,10 +1,13 @@
 """`rankline retrieve`: run a query set against an index folder and write a TREC run.
 
     rankline retrieve DIR --topics FILE|BEIR_DIR [--split test] --method dense|bm25|hybrid --k 1000 --out RUN.trec
+    rankline retrieve --pipeline PIPELINE.yaml --topics FILE|BEIR_DIR --k 1000 --out RUN.trec
 
 Topics are ``qid<TAB>text`` TSV, BEIR queries.jsonl, or a BEIR folder (its queries judged in
 qrels/<split>.tsv). --remove-query drops a hit whose doc id equals the query id, as pyserini's BEIR
 runs (--remove-query) and BEIR's evaluation (ignore_identical_ids) do for corpora such as Quora.
+With --pipeline, the retriever is the pipeline file's (a sharded index on Ray actors included:
+retriever.shards); rerank the run with `rankline batch-rerank`.
 """
 from __future__ import annotations
 
@@ -52,7 +55,8 @@ def retriever_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_retriever_arguments(parser)
+    add_retriever_arguments(parser, index_required=False)  # none with --pipeline
+    parser.add_argument("--pipeline", help="pipeline file (.yaml/.yml/.toml) whose retriever to run instead of DIR's")
     add_deprecated_alias(parser, "--depth", new="--fusion-depth")
     parser.set_defaults(k=1000)
     parser.add_argument("--topics", required=True, help="topics TSV, BEIR queries.jsonl, or a BEIR folder")
@@ -65,25 +69,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from rankline.formats import check_output, write_run
     from rankline.retrieval.corpus import load_queries
     from rankline.retrieval.retrievers import open_retriever
 
     # every flag and the output path are checked before the index opens or any query runs
     options = retriever_options(args)
-    tag = args.tag or f"rankline-{args.method}"
+    if (args.index is None) == (args.pipeline is None):
+        raise ValueError("give an index folder DIR or --pipeline FILE (the pipeline file names the index)")
+    tag = args.tag or ("rankline-pipeline" if args.pipeline else f"rankline-{args.method}")
     if any(c.isspace() for c in tag):
         raise ValueError(f"--tag must be one non-empty word, got {tag!r}")
     for flag in ("batch_size", "threads"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     check_output(args.out)
+    if args.pipeline is not None:
+        from rankline.pipelines.config import load_config
+
+        config = load_config(args.pipeline)  # a bad file fails before any query runs
     if args.method in ("bm25", "hybrid"):
         options["threads"] = args.threads
     queries = load_queries(args.topics, args.split)
-    retriever = open_retriever(args.index, with_text=False, **options)
+    if args.pipeline is not None:
+        retriever = config.retriever.build()
+    else:
+        retriever = open_retriever(args.index, with_text=False, **options)
+    try:
+        run_ = _retrieve(args, retriever, queries)
+    finally:
+        getattr(retriever, "close", lambda: None)()  # a sharded retriever's actors
+    write_run(args.out, run_, tag=tag)
+    print(f"{args.out}: {len(run_)} queries, top {args.k} by {'the retriever of ' + args.pipeline if args.pipeline else args.method}")
+    return 0
+
+
+def _retrieve(args: argparse.Namespace, retriever, queries) -> dict[str, dict[str, float]]:
+    from tqdm.auto import tqdm
+
     wanted = args.k + 1 if args.remove_query else args.k
     run_: dict[str, dict[str, float]] = {}
     with tqdm(total=len(queries), desc=f"retrieve {args.method}", unit="query") as bar:
@@ -93,6 +116,4 @@ def run(args: argparse.Namespace) -> int:
                 kept = [h for h in hits if not (args.remove_query and h.docid == query.qid)][: args.k]
                 run_[query.qid] = {h.docid: h.score for h in kept}
             bar.update(len(batch))
-    write_run(args.out, run_, tag=tag)
-    print(f"{args.out}: {len(run_)} queries, top {args.k} by {args.method}")
-    return 0
+    return run_

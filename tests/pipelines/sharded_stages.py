@@ -5,6 +5,7 @@ Loaded by the tests under a fixed name and sent to Ray workers by value, like to
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 
@@ -37,6 +38,9 @@ class HashedQueries:
         vectors = np.stack([text_vector(q.text) for q in queries]) if queries else np.zeros((0, DIM), np.float32)
         return [[Hit(d, float(s)) for d, s in zip(ids, scores)] for ids, scores in self.inner.search_vectors(vectors, k)]
 
+    def close(self):
+        self.inner.close()
+
 
 def tiny_index(folder, n: int = 60, dim: int = DIM, seed: int = 0):
     """A flat vector index of `n` small-integer vectors (so FAISS's float32 sums are exact), 8 of them
@@ -63,3 +67,18 @@ def unsharded(vectors, docids, queries, k):
         order = trec_order([docids[i] for i in row_ids], row_scores)[:k]
         out.append(([docids[row_ids[i]] for i in order], row_scores[order].tolist()))
     return out
+
+
+def shard_pids() -> set[int]:
+    """Process ids of the running shard actors started from this process (Ray titles an actor's
+    process ray::ShardServer...)."""
+    import psutil
+
+    pids = set()
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and "ray::ShardServer" in " ".join(proc.cmdline()):
+                pids.add(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return pids

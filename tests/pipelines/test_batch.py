@@ -4,7 +4,9 @@ recomputing finished queries."""
 from __future__ import annotations
 
 import json
+import time
 
+import numpy as np
 import pytest
 
 from rankline.formats import Candidates, Query, write_run
@@ -179,3 +181,48 @@ def test_a_worker_that_fails_is_one_line_and_leaves_no_journal(ray_session, fixt
     assert len(errors) == 1 and errors[0].startswith(f"rankline batch-rerank: error: model '{broken}': cannot load it: ")
     assert "ray::" not in errors[0] and "Traceback" not in errors[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.jsonl", "model"]
+
+
+def test_retrieve_job_of_a_pipeline_file_with_a_sharded_retriever(ray_session, tmp_path):
+    """`rankline retrieve --pipeline` (the batch job that retrieves) over a pipeline file whose retriever
+    searches a tiny vector index as 3 shard actors writes the run of FAISS's unsharded flat search,
+    and releases the shard actors."""
+    from ray import cloudpickle
+
+    from rankline.formats import read_run
+    from rankline.pipelines.cli import main
+
+    from .conftest import load_stages
+
+    stages = load_stages("sharded_stages.py")
+    cloudpickle.register_pickle_by_value(stages)
+    vectors, docids = stages.tiny_index(tmp_path / "index")
+    topics = {f"q{i}": text for i, text in enumerate(TEXTS)}
+    (tmp_path / "topics.tsv").write_text("".join(f"{qid}\t{text}\n" for qid, text in topics.items()))
+    (tmp_path / "pipe.yaml").write_text(f"""retriever:
+  factory: "{stages.__name__}:HashedQueries"
+  args: ["{tmp_path / 'index'}", 3]
+  kwargs: {{placement: ray, num_cpus: 0.25}}
+""")
+    before = stages.shard_pids()
+    out = tmp_path / "run.trec"
+    assert main(["retrieve", "--pipeline", str(tmp_path / "pipe.yaml"), "--topics", str(tmp_path / "topics.tsv"),
+                 "--k", "7", "--batch-size", "3", "--out", str(out)]) == 0
+    want = stages.unsharded(vectors, docids, np.stack([stages.text_vector(t) for t in topics.values()]), 7)
+    assert read_run(out) == {qid: dict(zip(ids, scores)) for qid, (ids, scores) in zip(topics, want)}
+    assert out.read_text().split("\n")[0].split()[-1] == "rankline-pipeline"
+    deadline = time.monotonic() + 30
+    while stages.shard_pids() - before:  # the command closed the retriever: its shard actors go
+        assert time.monotonic() < deadline, "the shard actors outlived the command"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("where", [[], ["{tmp}/index", "--pipeline", "{tmp}/pipe.yaml"]])
+def test_retrieve_takes_an_index_or_a_pipeline_file(tmp_path, capsys, where):
+    from rankline.pipelines.cli import main
+
+    argv = [a.format(tmp=tmp_path) for a in where] + ["--topics", str(tmp_path / "t.tsv"), "--out", str(tmp_path / "run")]
+    assert main(["retrieve", *argv]) == 2
+    assert capsys.readouterr().err == ("rankline retrieve: error: give an index folder DIR or --pipeline FILE "
+                                       "(the pipeline file names the index)\n")
+    assert not (tmp_path / "run").exists()

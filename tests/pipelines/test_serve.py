@@ -265,20 +265,6 @@ def test_ready_is_503_while_a_stage_is_down(endpoint):
     assert client.post("/search", json={"query": "ray actors"}).status_code == 200
 
 
-def _shard_pids() -> set[int]:
-    """Process ids of the running shard actors (Ray titles an actor's process ray::ShardServer...)."""
-    import psutil
-
-    pids = set()
-    for proc in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and "ray::ShardServer" in " ".join(proc.cmdline()):
-                pids.add(proc.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return pids
-
-
 def test_a_dead_shard_is_503_then_the_whole_index_answers(endpoint, tmp_path):
     """A pipeline file whose retriever searches a tiny vector index as 2 shard actors: its answers equal
     FAISS's unsharded flat search; a shard process killed (Ray restarts its actor) makes the next
@@ -304,7 +290,7 @@ retriever:
   k: 10
 serve: {{retriever_resources: {{CPU: 0.25}}}}
 """)
-    before = _shard_pids()
+    before = stages.shard_pids()
     serve.run(build_app(load_config(path)), name="sharded", route_prefix="/sharded")
     try:
         text = "lemon juice vitamin"
@@ -315,7 +301,7 @@ serve: {{retriever_resources: {{CPU: 0.25}}}}
 
         r = client.post("/sharded/search", json={"query": text, "k": 10})
         assert r.status_code == 200 and hits(r) == want, r.text
-        shards = _shard_pids() - before
+        shards = stages.shard_pids() - before
         assert len(shards) == 2, shards
         victim = min(shards)
         os.kill(victim, 9)
@@ -325,7 +311,7 @@ serve: {{retriever_resources: {{CPU: 0.25}}}}
         assert re.search(r"ShardUnavailableError: shard \d of 2 .* no partial results", r.json()["detail"]), r.text
         r = _until(lambda: (r := client.post("/sharded/search", json={"query": text, "k": 10})).status_code != 503 and r)
         assert r.status_code == 200 and hits(r) == want, r.text
-        assert len(_shard_pids() - before - {victim}) == 2  # the shard's actor was restarted in a new process
+        assert len(stages.shard_pids() - before - {victim}) == 2  # the shard's actor was restarted in a new process
     finally:
         serve.delete("sharded")
 
