@@ -81,9 +81,11 @@ class EncodeWorker:
     def encode(self, texts: Sequence[str], batch_size: int, normalize: bool) -> np.ndarray:
         return encode_shard(self.encoder, texts, batch_size, normalize)
 
-    def cpu_seconds(self) -> float:
-        """CPU seconds this actor's process spent since it began loading the encoder."""
-        return cpu_seconds() - self._cpu_at_start
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds of this actor's process since it began loading the encoder, and since it started
+        (Ray's worker start-up included)."""
+        now = cpu_seconds()
+        return now - self._cpu_at_start, now
 
 
 class EncodePool:
@@ -102,7 +104,7 @@ class EncodePool:
         self.max_restarts, self.start_timeout_s = max_restarts, start_timeout_s
         self.args = (_portable_name(encoder.name), encoder.weights_sha256, "cuda" if gpus_per_worker else device, 1)
         self.actors: list[Any] = []
-        self.cpu_seconds: list[float] = []  # of each actor that was alive at the end, filled by encode
+        self.cpu_seconds: list[tuple[float, float]] = []  # EncodeWorker.cpu_seconds of each actor alive at the end
 
     def __enter__(self) -> EncodePool:
         return self
