@@ -9,45 +9,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rankline.formats import Query, trec_order
+from rankline.formats import Query
 from rankline.pipelines.executor import Factory
 from rankline.pipelines.pipeline import Pipeline
-from rankline.retrieval.sharding import RayShards, ShardedDenseRetriever, ShardUnavailableError, shard_ranges, write_vector_index
+from rankline.retrieval.sharding import RayShards, ShardedDenseRetriever, ShardUnavailableError, shard_ranges
 
 from .conftest import load_stages
 
 pytestmark = pytest.mark.ray
+
+sharded = load_stages("sharded_stages.py")  # the tiny index and its unsharded oracle
 
 
 @pytest.fixture(scope="module")
 def stages(ray_session):
     from ray import cloudpickle
 
-    module = load_stages("sharded_stages.py")
-    cloudpickle.register_pickle_by_value(module)
-    return module
-
-
-def _index(folder, n=60, dim=6, seed=0):
-    rng = np.random.default_rng(seed)
-    vectors = rng.integers(-2, 3, size=(n, dim)).astype(np.float32)
-    vectors[rng.choice(n, 8, replace=False)] = vectors[1]  # ties across shards
-    docids = [f"doc{i:03d}" for i in rng.permutation(n)]
-    write_vector_index(folder, vectors, docids, shard_size=9)
-    return vectors, docids
-
-
-def _oracle(vectors, docids, queries, k):
-    import faiss
-
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    scores, ids = index.search(queries, len(vectors))
-    out = []
-    for row_scores, row_ids in zip(scores, ids):
-        order = trec_order([docids[i] for i in row_ids], row_scores)[:k]
-        out.append(([docids[row_ids[i]] for i in order], row_scores[order].tolist()))
-    return out
+    cloudpickle.register_pickle_by_value(sharded)
+    return sharded
 
 
 def _plain(results):
@@ -55,7 +34,7 @@ def _plain(results):
 
 
 def test_shard_actors_return_the_unsharded_results_and_survive_a_crash(ray_session, tmp_path):
-    vectors, docids = _index(tmp_path / "index")
+    vectors, docids = sharded.tiny_index(tmp_path / "index")
     queries = np.random.default_rng(1).integers(-2, 3, size=(7, 6)).astype(np.float32)
     queries[0] = vectors[1]
     shards = RayShards(str(tmp_path / "index"), shard_ranges(60, 3), num_cpus=0.25, max_restarts=1)
@@ -65,9 +44,9 @@ def test_shard_actors_return_the_unsharded_results_and_survive_a_crash(ray_sessi
         assert [i["rows"] for i in info] == [20, 20, 20] and len({i["pid"] for i in info}) == 3
         assert all(i["bytes"] == 20 * 6 * 4 for i in info)
         for k in (5, 25):  # 25: more than a shard holds
-            assert _plain(retriever.search_vectors(queries, k)) == _oracle(vectors, docids, queries, k)
+            assert _plain(retriever.search_vectors(queries, k)) == sharded.unsharded(vectors, docids, queries, k)
         ray_session.kill(shards.actors[1], no_restart=False)  # a crash: Ray restarts the actor, which reloads its shard
-        assert _plain(retriever.search_vectors(queries, 5)) == _oracle(vectors, docids, queries, 5)
+        assert _plain(retriever.search_vectors(queries, 5)) == sharded.unsharded(vectors, docids, queries, 5)
         assert retriever.info()[1]["pid"] != info[1]["pid"]
         ray_session.kill(shards.actors[2], no_restart=True)  # dead for good
         with pytest.raises(ShardUnavailableError, match=r"shard 3 of 3 \(rows 40\.\.59 of .*\) is unavailable.*no partial results"):
@@ -77,7 +56,7 @@ def test_shard_actors_return_the_unsharded_results_and_survive_a_crash(ray_sessi
 
 
 def test_a_damaged_shard_file_is_refused_naming_it(ray_session, tmp_path):
-    _index(tmp_path / "index")
+    sharded.tiny_index(tmp_path / "index")
     target = tmp_path / "index" / "dense-shards" / "000000000036.npy"  # rows 36..44: only shard 2 reads it
     target.write_bytes(target.read_bytes()[:-4] + b"\0\0\0\1")
     with pytest.raises(ValueError, match=rf"shard 2 of 2 \(rows 30\.\.59 .*\) cannot start: {target}: checksum mismatch"):
@@ -87,7 +66,7 @@ def test_a_damaged_shard_file_is_refused_naming_it(ray_session, tmp_path):
 def test_shards_that_cannot_be_placed_fail_clearly(ray_session, tmp_path):
     from rankline.pipelines.sharded import open_sharded_on_ray
 
-    _index(tmp_path / "index")
+    sharded.tiny_index(tmp_path / "index")
     with pytest.raises(ValueError, match="2 actors need 2 shard_host in all; this Ray cluster has 0"):
         open_sharded_on_ray(tmp_path / "index", 2, resources={"CPU": 0.25, "shard_host": 1})
     with pytest.raises(ShardUnavailableError, match="did not start within 1 s"):
@@ -97,10 +76,10 @@ def test_shards_that_cannot_be_placed_fail_clearly(ray_session, tmp_path):
 def test_pipeline_on_ray_and_pipeline_file_serve_the_shards(ray_session, stages, tmp_path):
     from rankline.pipelines.config import load_config
 
-    vectors, docids = _index(tmp_path / "index")
+    vectors, docids = sharded.tiny_index(tmp_path / "index")
     topics = {"q1": "red apples", "q2": "lemon juice vitamin", "q3": "lazy dog jumps"}
     queries = np.stack([stages.text_vector(t) for t in topics.values()])
-    want = {qid: dict(zip(ids, scores)) for qid, (ids, scores) in zip(topics, _oracle(vectors, docids, queries, 10))}
+    want = {qid: dict(zip(ids, scores)) for qid, (ids, scores) in zip(topics, sharded.unsharded(vectors, docids, queries, 10))}
     factory = Factory(stages.HashedQueries, (str(tmp_path / "index"), 2), {"placement": "ray", "num_cpus": 0.25})
     remote = Pipeline.builder().retrieve(factory, k=10).build().on_ray()
     try:
@@ -130,7 +109,7 @@ def test_pipeline_on_ray_and_pipeline_file_serve_the_shards(ray_session, stages,
 def test_pipeline_file_shard_keys_are_checked(tmp_path, text, message):
     from rankline.pipelines.config import load_config
 
-    _index(tmp_path / "index")
+    sharded.tiny_index(tmp_path / "index")
     path = tmp_path / "pipe.yaml"
     path.write_text("retriever:\n  index: index\n" + text)
     with pytest.raises(ValueError, match=f"{path}: " + message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
