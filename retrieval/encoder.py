@@ -106,7 +106,8 @@ def check_device(device: str | None) -> None:
 
 
 def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None, backend: str = "auto") -> Encoder:
-    """Load `name` offline (see :func:`resolve_encoder`) and hash its weights. `backend` "auto" runs the
+    """Load `name` offline (see :func:`resolve_encoder`) and hash its weights, on `device` (None: cuda
+    when torch sees a GPU, else the CPU, as sentence-transformers chooses). `backend` "auto" runs the
     transformer in ONNX Runtime on the CPU when onnx and onnxruntime are installed and the model exports
     (a warning says why not when it does not), otherwise in PyTorch; "torch" and "onnx" insist."""
     import warnings

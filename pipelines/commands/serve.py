@@ -4,6 +4,9 @@
 
 POST /search {"query": "...", "k": 10, "rerank": true} -> {"hits": [...], "timings_ms": {...}};
 GET /health (liveness), /ready (readiness), /metrics (Prometheus text), /openapi.json and /docs.
+A sharded retriever (retriever.shards in the file) serves each shard from its own Ray actor; while
+a shard that died is restarted by Ray, the searches that need it get 503 with Retry-After, never
+partial hits.
 Runs until Ctrl-C or SIGTERM, at any point, starting included. Connects to a running Ray instance
 (RAY_ADDRESS; on stopping it deletes its application there) or starts a local one with every
 socket on 127.0.0.1 (on stopping it shuts that instance down, Serve with it).
