@@ -31,7 +31,7 @@ IVF-PQ. An index folder built with `--index-type ivfpq` (factory IVFnlist,PQm[xb
 shard reads the folder's FAISS file (checked against the manifest) and keeps the codes of its own rows
 only, so every shard holds the one trained coarse quantizer and product quantizer and exactly the codes
 the whole index holds. The retriever computes each query's probed lists once with that coarse
-quantizer (`IVFProbes`) and every shard scans those lists (`search_preassigned`): a shard's candidates
+quantizer's centroids (`IVFProbes`) and every shard scans those lists (`search_preassigned`): a shard's candidates
 are the whole index's candidates that are its rows, each scored from the query, its list's centroid
 and its code alone, so merging the shards' top k gives the whole IVF-PQ index's top k in trec_eval
 order, scores bit for bit (checked by the tests: FAISS's IVF-PQ score of a code does not depend on
@@ -255,10 +255,11 @@ class IVFPQShard:
             again = []
             for j, r in enumerate(todo):
                 found = ids[j] >= 0
-                docids = [self.docids[i - self.start] for i in ids[j][found]]
-                order = trec_order(docids, scores[j][found])[:k]
-                if not found.all() or fetch >= self.rows or float(scores[j][found][order[-1]]) > float(scores[j, fetch - 1]):
-                    out[r] = ([docids[i] for i in order], scores[j][found][order])
+                docids = [self.docids[i] for i in (ids[j][found] - self.start).tolist()]
+                row_scores = scores[j][found]
+                order = trec_order(docids, row_scores)[:k]
+                if not found.all() or fetch >= self.rows or float(row_scores[order[-1]]) > float(scores[j, fetch - 1]):
+                    out[r] = ([docids[i] for i in order], row_scores[order])
                 else:  # a document tied with the k-th may not have been fetched
                     again.append(r)
             todo = np.array(again, dtype=np.int64)
@@ -267,21 +268,21 @@ class IVFPQShard:
 
 
 class IVFProbes:
-    """The inverted lists each query probes: the `nprobe` whose centroids score highest, computed once
-    for all shards by a copy of the index's coarse quantizer (flat inner product over `centroids`)."""
+    """The inverted lists each query probes: the `nprobe` lists whose centroids have the largest float32
+    inner products with it (numpy; the lists FAISS's own coarse quantizer picks, unless two centroids'
+    products tie within float32 rounding at the nprobe-th place), computed once for all shards."""
 
     def __init__(self, centroids: np.ndarray, nprobe: int):
-        import faiss
-
         if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
             raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
-        self.nprobe = min(nprobe, len(centroids))
-        self.quantizer = faiss.IndexFlatIP(centroids.shape[1])
-        self.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.nprobe = min(nprobe, len(self.centroids))
 
     def __call__(self, queries: np.ndarray) -> np.ndarray:
-        q = check_query_vectors(queries, 1, self.quantizer.d)
-        return self.quantizer.search(q, self.nprobe)[1]
+        scores = check_query_vectors(queries, 1, self.centroids.shape[1]) @ self.centroids.T
+        if self.nprobe == len(self.centroids):
+            return np.tile(np.arange(self.nprobe), (len(scores), 1))
+        return np.argpartition(-scores, self.nprobe - 1, axis=1)[:, : self.nprobe]
 
 
 Shard = FlatShard | IVFPQShard
