@@ -89,6 +89,21 @@ class PipelineConfig:
         fail_fast = Factory(self.retriever.fn, self.retriever.args, {**self.retriever.kwargs, "wait_for_restart": False})
         return dataclasses.replace(self, retriever=fail_fast)
 
+    def actor_demands(self) -> list[dict[str, float]]:
+        """The Ray resources of every actor the search service starts ({"CPU": n, ...} each, CPU 1 where
+        not given): each retriever and reranker replica, and the shard actors that each retriever replica
+        of a sharded retriever opens (`retriever.shards`), for `actors.check_fits`."""
+        from rankline.pipelines.sharded import open_sharded_on_ray
+
+        settings = self.serve
+        demands = [dict(settings.retriever_resources)] * settings.retriever_replicas
+        if self.retriever.fn is open_sharded_on_ray:
+            shards = self.retriever.args[1] * settings.retriever_replicas
+            demands += [dict(self.retriever.kwargs.get("resources") or {})] * shards
+        if self.reranker is not None:
+            demands += [dict(settings.reranker_resources)] * settings.reranker_replicas
+        return demands
+
 
 def load_pipeline(path: str | os.PathLike) -> Pipeline:
     """The in-process pipeline a YAML/TOML pipeline file describes (`.on_ray()` it to scale out)."""

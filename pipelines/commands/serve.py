@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     from ray import serve
 
-    from rankline.pipelines.actors import ensure_ray
+    from rankline.pipelines.actors import check_fits, ensure_ray
     from rankline.pipelines.serve_app import build_app
 
     app = build_app(config)  # reads the API keys file: a bad one fails here too
@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         ray_started = ensure_ray()
         signal.signal(signal.SIGTERM, _interrupt)
+        # replicas and shard actors the cluster cannot hold fail here, naming what is short, instead of
+        # Serve waiting on them (a shard actor that cannot start fails its retriever replica, again and again)
+        check_fits(config.actor_demands())
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(app, name=APP_NAME, route_prefix="/")
         print(f"rankline: serving {args.config} on http://{args.host}:{args.port} "

@@ -124,3 +124,16 @@ def test_served_sharded_retriever_fails_fast_and_others_are_unchanged(tmp_path):
     path.write_text("retriever:\n  index: idx\n  method: bm25\n")
     plain = load_config(path)
     assert plain.served() is plain
+
+
+def test_actor_demands_of_the_service(tmp_path):
+    """What `rankline serve` checks against the cluster before starting: 2 retriever replicas of 1 CPU
+    each opening 3 shard actors of 0.5 CPU and 1 shard_host, and one reranker replica with a GPU."""
+    (tmp_path / "idx").mkdir()
+    path = tmp_path / "pipe.yaml"
+    path.write_text("retriever:\n  index: idx\n  shards: 3\n  shard_resources: {CPU: 0.5, shard_host: 1}\n"
+                    "reranker:\n  name: first\nserve:\n  retriever_replicas: 2\n  reranker_resources: {CPU: 1, GPU: 1}\n")
+    demands = load_config(path).actor_demands()
+    assert demands == [{"CPU": 1}] * 2 + [{"CPU": 0.5, "shard_host": 1}] * 6 + [{"CPU": 1, "GPU": 1}]
+    path.write_text("retriever:\n  index: idx\n  method: bm25\n")
+    assert load_config(path).actor_demands() == [{"CPU": 1}]
