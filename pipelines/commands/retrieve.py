@@ -56,7 +56,8 @@ def retriever_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_retriever_arguments(parser, index_required=False)  # none with --pipeline
-    parser.add_argument("--pipeline", help="pipeline file (.yaml/.yml/.toml) whose retriever to run instead of DIR's")
+    parser.add_argument("--pipeline", help="pipeline file (.yaml/.yml/.toml) whose retriever to run instead of DIR's "
+                        "(not its reranker: rerank the run with batch-rerank)")
     add_deprecated_alias(parser, "--depth", new="--fusion-depth")
     parser.set_defaults(k=1000)
     parser.add_argument("--topics", required=True, help="topics TSV, BEIR queries.jsonl, or a BEIR folder")
