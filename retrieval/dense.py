@@ -53,6 +53,9 @@ class DenseRetriever(ReopenedOnUnpickle, PyTerrierRetriever):
         check_queries(queries)
         if not queries:
             return []
+        if self.index_device != "cpu" and min(k, self.index.ntotal) > faiss_index.GPU_MAX_K:
+            raise ValueError(f"k={k}: FAISS returns at most {faiss_index.GPU_MAX_K} hits per query from an index on "
+                             f"the GPU ({self.index_device}); ask for fewer, or open the retriever with device cpu")
         emb = self.encoder.encode_queries([q.text for q in queries], batch_size=self.batch_size, normalize=self.normalize)
         scores, ids = self.index.search(emb, min(k, self.index.ntotal))
         out = []

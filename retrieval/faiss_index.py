@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+GPU_MAX_K = 2048  # the most hits per query FAISS returns from an index on a GPU (its GPU_MAX_SELECTION_K)
 
 
 def factory_string(index_type: str, n: int, dim: int) -> str:

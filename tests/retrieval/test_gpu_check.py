@@ -85,11 +85,21 @@ def test_place_moves_the_index_only_where_faiss_sees_a_gpu(fake_gpu_faiss):
         assert faiss_index.place(hnsw, "cuda:0") == (hnsw, "cpu")
 
 
-def test_dense_retriever_says_where_its_index_is(tiny_encoder, corpus_a, tmp_path):
+def test_dense_retriever_says_where_its_index_is(tiny_encoder, corpus_a, tmp_path, monkeypatch):
+    """On the CPU any k is searched; on a GPU (here: said to be, with FAISS's limit lowered to 4) more
+    than FAISS's GPU limit is refused before anything is searched."""
+    from rankline.formats import Query
     from rankline.retrieval import BuildOptions, build_index, open_retriever
 
     build_index([corpus_a], tmp_path / "idx", BuildOptions(dense=True, bm25=False, encoder=tiny_encoder, progress=False))
-    assert open_retriever(tmp_path / "idx", device="cpu").index_device == "cpu"
+    retriever = open_retriever(tmp_path / "idx", device="cpu")
+    assert retriever.index_device == "cpu"
+    monkeypatch.setattr(faiss_index, "GPU_MAX_K", 4)
+    assert len(retriever.search(Query("q", "apples"), 5)) == 5
+    retriever.index_device = "cuda:0"
+    assert len(retriever.search(Query("q", "apples"), 4)) == 4
+    with pytest.raises(ValueError, match=r"k=5: FAISS returns at most 4 hits per query from an index on the GPU \(cuda:0\)"):
+        retriever.search(Query("q", "apples"), 5)
     import torch
 
     if not torch.cuda.is_available():
