@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import resource
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -140,6 +141,9 @@ class EncodePool:
 
         if not jobs:
             return
+        if len(jobs) < self.workers:
+            warnings.warn(f"{len(jobs)} shard(s) to encode: {len(jobs)} of the {self.workers} workers start (each encodes "
+                          "whole shards; a smaller --shard-size spreads a build over more of them)", stacklevel=2)
         self._start(min(self.workers, len(jobs)))
         queue, idle, running = deque(jobs), list(self.actors), {}
         while queue or running:

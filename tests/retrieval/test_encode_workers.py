@@ -199,7 +199,8 @@ def test_an_interrupted_driver_resumes_with_workers(ray_session, tiny_encoder, c
 
     monkeypatch.setattr(build, "_write_shard", write_shard)
     monkeypatch.setattr(encode_pool, "EncodeWorker", _logging_worker(tmp_path / "log2"))
-    report = build_index([corpus], out, _options(tiny_encoder, workers=2))
+    with pytest.warns(UserWarning, match=r"1 shard\(s\) to encode: 1 of the 2 workers start"):
+        report = build_index([corpus], out, _options(tiny_encoder, workers=2))
     assert report.resumed
     encoded = _encoded(tmp_path / "log2")
     assert list(encoded) == sorted(set(STARTS) - set(written)) and all(len(p) == 1 for p in encoded.values())
