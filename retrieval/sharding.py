@@ -1,7 +1,7 @@
-"""Sharded exact dense search: the vectors of a flat index split into S contiguous shards, each
-searched on its own (in this process, or each in its own Ray actor), and the shards' top-k merged
-into exactly the unsharded index's top-k, in trec_eval order (score as float32 descending, then
-docid descending).
+"""Sharded dense search: the rows of a flat (exact) or IVF-PQ index split into S contiguous shards,
+each searched on its own (in this process, or each in its own Ray actor), and the shards' top-k
+merged into exactly the unsharded index's top-k, in trec_eval order (score as float32 descending,
+then docid descending).
 
     retriever = open_sharded_retriever("indexes/scifact", shards=4)                  # in-process
     retriever = open_sharded_retriever("indexes/scifact", shards=4, placement="ray",

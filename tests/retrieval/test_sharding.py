@@ -446,3 +446,19 @@ def test_ivfpq_bad_input_gives_one_clear_error(ivfpq):
         IVFPQShard(faiss.IndexFlatIP(8), docids[:10], 0, 10)
     with pytest.raises(ValueError, match="index holds 2000 vectors of 8 dimensions"):
         write_vector_index("/nonexistent-never-written", vectors[:10], docids[:10], index=faiss.clone_index(index))
+
+
+@pytest.mark.ray
+def test_ivfpq_shards_on_ray_actors_equal_the_whole_index(ivfpq, ray_session, tmp_path):
+    import faiss
+
+    vectors, docids, index, queries = ivfpq
+    folder = tmp_path / "ivfpq"
+    write_vector_index(folder, vectors, docids, shard_size=500, index=faiss.clone_index(index))
+    retriever = open_sharded_retriever(folder, 3, placement="ray", nprobe=3)
+    try:
+        assert len({s["pid"] for s in retriever.info()}) == 3  # one actor each
+        got = retriever.search_vectors(queries, 10)
+        assert [(i, s.tolist()) for i, s in got] == [(i, s.tolist()) for i, s in _ivf_oracle(index, docids, queries, 10, 3)]
+    finally:
+        retriever.close()
