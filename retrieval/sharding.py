@@ -253,7 +253,12 @@ class IVFPQShard:
         while len(todo):
             scores, ids = self.ivf.search_preassigned(q[todo], fetch, probes[todo], unused[todo])
             again = []
+            untied = (scores[:, 1:] != scores[:, :-1]).all(axis=1)  # FAISS's order (score descending) is then trec_eval's
             for j, r in enumerate(todo):
+                if untied[j]:  # and the k-th lies above every unfetched candidate: settled as FAISS returned it
+                    top = ids[j, :k][ids[j, :k] >= 0]
+                    out[r] = ([self.docids[i] for i in (top - self.start).tolist()], scores[j, : len(top)])
+                    continue
                 found = ids[j] >= 0
                 docids = [self.docids[i] for i in (ids[j][found] - self.start).tolist()]
                 row_scores = scores[j][found]
