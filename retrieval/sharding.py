@@ -60,7 +60,7 @@ from rankline.retrieval.corpus import file_sha256
 from rankline.retrieval.manifest import Manifest
 
 PLACEMENTS = ("local", "ray")
-_IVFPQ_FACTORY = re.compile(r"IVF\d+,PQ\d+(x\d+)?")
+_IVFPQ_FACTORY = re.compile(r"IVF\d+,PQ\d+(x\d+)?(np)?")  # np: built without polysemous training
 _ERROR_BOUND_ULPS = 2.0 ** -23  # twice float32's unit roundoff
 _RESCORE_CHUNK = 1 << 22  # float64 products rescored at once (32 MiB)
 

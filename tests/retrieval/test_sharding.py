@@ -421,6 +421,9 @@ def test_ivfpq_index_folder_shards(ivfpq, tmp_path):
         assert [(i, s.tolist()) for i, s in copy.search_vectors(queries, 10)] == [(i, s.tolist()) for i, s in got]
     with pytest.raises(ValueError, match="nprobe must be a positive integer"):
         open_sharded_retriever(folder, 2, nprobe=0)
+    manifest = folder / "manifest.json"  # a factory string without polysemous training ("np") is IVF-PQ too
+    manifest.write_text(manifest.read_text().replace('"factory": "IVF16,PQ8x4"', '"factory": "IVF16,PQ8x4np"'))
+    assert open_sharded_retriever(folder, 2, nprobe=3).search_vectors(queries[:3], 5)[0][0] == _ivf_oracle(index, docids, queries[:1], 5, 3)[0][0]
     target = folder / "dense-1.faiss"
     target.write_bytes(target.read_bytes()[:-8])
     with pytest.raises(ValueError, match=f"{target}: checksum mismatch"):
