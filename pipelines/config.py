@@ -233,7 +233,7 @@ def _retriever(where: str, data: Mapping, base: Path) -> tuple[Factory, int]:
     return Factory(open_retriever, (str(index),), {"method": data.get("method", "dense"), **options}), k
 
 
-_SHARDED_OPTIONS = {"encoder", "device", "batch_size"}
+_SHARDED_OPTIONS = {"encoder", "device", "batch_size", "nprobe"}  # nprobe: lists an IVF-PQ index probes
 
 
 def _sharded_retriever(where: str, data: Mapping, index: Path, options: dict) -> Factory:

@@ -21,7 +21,7 @@ def open_sharded_on_ray(index_dir: str | os.PathLike, shards: int, *,
     """`open_sharded_retriever(index_dir, shards, placement="ray")` with each shard actor asking for
     `resources` ({"CPU": n, "<custom>": n}; CPU 1 by default; one mapping for all shards or one per
     shard). Fails at once, naming what is short, when the cluster cannot place them all. `options`:
-    wait_for_restart (False behind Serve: see PipelineConfig.served), encoder, device, batch_size, with_text."""
+    wait_for_restart (False behind Serve: see PipelineConfig.served), encoder, device, batch_size, with_text, nprobe (an IVF-PQ index's probed lists)."""
     from rankline.retrieval.sharding import open_sharded_retriever, shard_ranges
 
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:

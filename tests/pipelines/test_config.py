@@ -115,9 +115,10 @@ def test_served_sharded_retriever_fails_fast_and_others_are_unchanged(tmp_path):
 
     (tmp_path / "idx").mkdir()
     path = tmp_path / "sharded.yaml"
-    path.write_text("retriever:\n  index: idx\n  shards: 3\n  options: {batch_size: 8}\n")
+    path.write_text("retriever:\n  index: idx\n  shards: 3\n  options: {batch_size: 8, nprobe: 64}\n")
     config = load_config(path)
     assert config.retriever.fn is open_sharded_on_ray and "wait_for_restart" not in config.retriever.kwargs
+    assert (config.retriever.kwargs["batch_size"], config.retriever.kwargs["nprobe"]) == (8, 64)
     served = config.served().retriever
     assert (served.fn, served.args) == (config.retriever.fn, config.retriever.args)
     assert dict(served.kwargs) == {**config.retriever.kwargs, "wait_for_restart": False}
