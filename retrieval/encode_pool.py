@@ -117,7 +117,7 @@ class EncodePool:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
-        from rankline.retrieval.sharding import _ray_error_message
+        from rankline.retrieval.sharding import ray_error_message
 
         remote = ray.remote(EncodeWorker).options(num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=self.max_restarts,
                                                   max_task_retries=self.max_restarts)
@@ -128,7 +128,7 @@ class EncodePool:
             raise RuntimeError(f"{count} encode workers did not start within {self.start_timeout_s:g} s: the Ray cluster "
                                f"may lack the CPUs or GPUs they ask for (1 CPU, {self.gpus_per_worker:g} GPU each)") from None
         except RayActorError as exc:
-            raise ValueError(f"an encode worker cannot start: {_ray_error_message(exc)}") from None
+            raise ValueError(f"an encode worker cannot start: {ray_error_message(exc)}") from None
 
     def encode(self, jobs: Sequence[ShardJob], texts: ShardTexts, normalize: bool,
                progress: Any = None) -> Iterator[tuple[ShardJob, np.ndarray]]:
@@ -137,7 +137,7 @@ class EncodePool:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
-        from rankline.retrieval.sharding import _ray_error_message
+        from rankline.retrieval.sharding import ray_error_message
 
         if not jobs:
             return
@@ -156,13 +156,13 @@ class EncodePool:
             try:
                 emb = np.array(ray.get(ref))  # a copy: the shard does not stay pinned in the object store
             except RayTaskError as exc:
-                raise ValueError(f"encoding documents {start}..{start + rows - 1}: {_ray_error_message(exc)}") from None
+                raise ValueError(f"encoding documents {start}..{start + rows - 1}: {ray_error_message(exc)}") from None
             except RayActorError as exc:  # dead and out of restarts: another actor takes its shard
                 self.actors.remove(actor)
                 queue.appendleft((start, rows, batch_size))
                 if not self.actors:
                     raise RuntimeError(f"every encode worker died, the last one while encoding documents {start}.."
-                                       f"{start + rows - 1} ({_ray_error_message(exc)}); the shards finished so far "
+                                       f"{start + rows - 1} ({ray_error_message(exc)}); the shards finished so far "
                                        "are kept: run the same command again to resume") from None
                 continue
             idle.append(actor)

@@ -474,11 +474,11 @@ class ShardServer:
                 "node_id": context.get_node_id(), "pid": os.getpid(), "actor_id": context.get_actor_id()}
 
 
-def _ray_error_message(exc: BaseException) -> str:
+def ray_error_message(exc: BaseException) -> str:
     """The message of the error behind a Ray error (an actor's failed constructor, a task's exception)."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException) and cause is not exc:
-        return _ray_error_message(cause)
+        return ray_error_message(cause)
     text = str(exc)
     lines = [line for line in text.splitlines() if line.strip()]
     for line in reversed(lines):  # "ValueError: /path: ..." of the traceback Ray carries
@@ -536,17 +536,17 @@ class RayShards:
                 raise ShardUnavailableError(f"{self._where(i)} did not start within {timeout:g} s: the Ray cluster may lack "
                                             "the CPUs or custom resources its actor asks for") from None
             except RayTaskError as exc:  # the shard ran and raised: bad input, a bug
-                raise ValueError(f"{self._where(i)}: {_ray_error_message(exc)}") from None
+                raise ValueError(f"{self._where(i)}: {ray_error_message(exc)}") from None
             except ActorUnavailableError:  # a call not retried (wait_for_restart=False) while Ray restarts it
                 raise self._down(i, "RESTARTING") from None
             except RayActorError as exc:
-                message = _ray_error_message(exc)
+                message = ray_error_message(exc)
                 if starting:  # its constructor failed: a damaged or missing file, named in the message
                     raise ValueError(f"{self._where(i)} cannot start: {message}") from None
                 raise ShardUnavailableError(f"{self._where(i)} is unavailable (its actor died and is out of restarts): "
                                             f"{message}; no partial results are returned") from None
             except RayError as exc:
-                raise ShardUnavailableError(f"{self._where(i)} is unavailable: {_ray_error_message(exc)}") from None
+                raise ShardUnavailableError(f"{self._where(i)} is unavailable: {ray_error_message(exc)}") from None
         return out
 
     def search(self, queries: np.ndarray, k: int, probes: np.ndarray | None = None) -> list[list[ShardResult]]:
