@@ -253,30 +253,43 @@ def write_folders(root: Path, vectors: np.ndarray, docids: list[str], args) -> t
     return flat_folder, ivf_folder, ivf, (train_s, add_s)
 
 
-def flat_table(flat, flat_build: float, folder: Path, queries: np.ndarray, docids: list[str], args) -> tuple[list, Cost]:
-    """The flat rows; returns the exact top k of every query and the flat cost."""
-    from rankline.retrieval.sharding import LocalShards, ShardedDenseRetriever, load_shard, shard_ranges
+def shard_rows(kind: str, index, folder: Path, queries: np.ndarray, docids: list[str], args, *, nprobe: int | None = None,
+               peer_scores: bool = True) -> tuple[list, Cost, "Measured"]:
+    """The rows of one index kind: 1, 2, 4, ... shards in-process and on Ray, each against `index`, the
+    unsharded FAISS index, measured in turns with it. Returns the 1-shard result (what every shard count
+    must equal), the kind's cost and the peer's measurements. `peer_scores`: whether scores must equal
+    the peer's too (not for flat, where FAISS's float32 sums may reorder near-ties)."""
+    from rankline.retrieval.sharding import IVFProbes, LocalShards, ShardedDenseRetriever, load_shard, shard_ranges
 
-    base = lambda q: [([docids[i] for i in ids], s) for s, ids in zip(*flat.search(q, args.k))]  # noqa: E731
+    base = lambda q: [([docids[i] for i in ids], s) for s, ids in zip(*index.search(q, args.k))]  # noqa: E731
     faiss_res = one_pass(base, queries, args.batch)[0]
     measured = Measured(queries, args.batch, args.repeat)
     reference = cost = None
+
+    def exactness(res: list) -> str:
+        return f"{same_fraction(res, reference):.3f} / {same_fraction(res, faiss_res, scores=peer_scores):.3f}"
+
     for shards in args.shards:
         ranges = shard_ranges(args.n, shards)
         t = time.perf_counter()
-        local = ShardedDenseRetriever(LocalShards([load_shard(folder, lo, hi) for lo, hi in ranges]))
+        backend = LocalShards([load_shard(folder, lo, hi) for lo, hi in ranges])
+        local = ShardedDenseRetriever(backend, probes=IVFProbes(backend.centroids(), nprobe) if nprobe is not None else None)
         build = time.perf_counter() - t
         info = local.info()
         (res, total, lat), (_, base_total, _) = measured.pair(base, lambda q: local.search_vectors(q, args.k))
         reference = reference or res
-        exact = f"{same_fraction(res, reference):.3f} / {same_fraction(res, faiss_res, scores=False):.3f}"
-        print(row(f"flat {shards} shard(s), in-process", build, args.queries, total, lat, mib(max(s["bytes"] for s in info)),
-                  exact, f"{base_total / total:.2f}"), flush=True)
-        cost = Cost("flat", max(s["bytes"] / s["rows"] for s in info), args.queries / total * args.n / args.threads)
+        print(row(f"{kind} {shards} shard(s), in-process", build, args.queries, total, lat, mib(max(s["bytes"] for s in info)),
+                  exactness(res), f"{base_total / total:.2f}"), flush=True)
+        cost = Cost(kind, max(s["bytes"] / s["rows"] for s in info), args.queries / total * args.n / args.threads)
         local.close()
         if args.ray:
-            print(ray_row("flat", folder, ranges, measured, base, args, lambda r: f"{same_fraction(r, reference):.3f} / "
-                          f"{same_fraction(r, faiss_res, scores=False):.3f}"), flush=True)
+            print(ray_row(kind, folder, ranges, measured, base, args, exactness, nprobe=nprobe), flush=True)
+    return reference, cost, measured
+
+
+def flat_table(flat, flat_build: float, folder: Path, queries: np.ndarray, docids: list[str], args) -> tuple[list, Cost]:
+    """The flat rows; returns the exact top k of every query and the flat cost."""
+    reference, cost, measured = shard_rows("flat", flat, folder, queries, docids, args, peer_scores=False)
     _, total, lat = measured.base
     print(row("faiss flat, unsharded", flat_build, args.queries, total, lat, mib(flat.ntotal * flat.d * 4), "(the peer)", "1.00"))
     return reference, cost
@@ -286,33 +299,11 @@ def ivf_table(ivf, ivf_build: float, folder: Path, queries: np.ndarray, docids: 
     """The IVF-PQ rows at the first --nprobe, then recall@k of the unsharded index at each --nprobe."""
     import faiss
 
-    from rankline.retrieval.sharding import IVFProbes, LocalShards, ShardedDenseRetriever, load_shard, shard_ranges
-
-    nprobe = args.nprobe[0]
-    ivf.nprobe = nprobe
-    base = lambda q: [([docids[i] for i in ids], s) for s, ids in zip(*ivf.search(q, args.k))]  # noqa: E731
-    faiss_res = one_pass(base, queries, args.batch)[0]
-    measured = Measured(queries, args.batch, args.repeat)
-    reference = cost = None
-    for shards in args.shards:
-        ranges = shard_ranges(args.n, shards)
-        t = time.perf_counter()
-        backend = LocalShards([load_shard(folder, lo, hi) for lo, hi in ranges])
-        local = ShardedDenseRetriever(backend, probes=IVFProbes(backend.centroids(), nprobe))
-        build = time.perf_counter() - t
-        info = local.info()
-        (res, total, lat), (_, base_total, _) = measured.pair(base, lambda q: local.search_vectors(q, args.k))
-        reference = reference or res
-        exact_text = f"{same_fraction(res, reference):.3f} / {same_fraction(res, faiss_res):.3f}"
-        print(row(f"ivfpq {shards} shard(s), in-process", build, args.queries, total, lat, mib(max(s["bytes"] for s in info)),
-                  exact_text, f"{base_total / total:.2f}"), flush=True)
-        cost = Cost("IVF-PQ", max(s["bytes"] / s["rows"] for s in info), args.queries / total * args.n / args.threads)
-        local.close()
-        if args.ray:
-            print(ray_row("ivfpq", folder, ranges, measured, base, args,
-                          lambda r: f"{same_fraction(r, reference):.3f} / {same_fraction(r, faiss_res):.3f}", nprobe=nprobe), flush=True)
+    ivf.nprobe = args.nprobe[0]
+    _, cost, measured = shard_rows("ivfpq", ivf, folder, queries, docids, args, nprobe=args.nprobe[0])
     _, total, lat = measured.base
     print(row("faiss ivfpq, unsharded", ivf_build, args.queries, total, lat, mib(faiss.serialize_index(ivf).nbytes), "(the peer)", "1.00"))
+    base = lambda q: [([docids[i] for i in ids], s) for s, ids in zip(*ivf.search(q, args.k))]  # noqa: E731
     for p in args.nprobe:
         ivf.nprobe = p
         print(f"# recall@{args.k} of IVF-PQ (unsharded; the shards return the same) against exact flat, nprobe {p}: "
