@@ -104,7 +104,7 @@ def test_pipeline_on_ray_and_pipeline_file_serve_the_shards(ray_session, stages,
     ("  shards: 0\n", "retriever.shards must be a positive integer, got 0"),
     ("  shards: 2\n  method: bm25\n", "retriever.shards serves a dense index; method is 'bm25'"),
     ("  shards: 2\n  shard_resources: [1]\n", "retriever.shard_resources must map resource names to amounts"),
-    ("  shards: 2\n  options: {nprobe: 3}\n", "unknown key retriever.options.'nprobe'"),
+    ("  shards: 2\n  options: {ef_search: 3}\n", "unknown key retriever.options.'ef_search'"),  # HNSW's: shards are flat or IVF-PQ
 ])
 def test_pipeline_file_shard_keys_are_checked(tmp_path, text, message):
     from rankline.pipelines.config import load_config
