@@ -272,14 +272,18 @@ class IVFPQShard:
         return out  # type: ignore[return-value]
 
 
+def check_nprobe(nprobe: Any) -> None:
+    if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
+        raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+
+
 class IVFProbes:
     """The inverted lists each query probes: the `nprobe` lists whose centroids have the largest float32
     inner products with it (numpy; the lists FAISS's own coarse quantizer picks, unless two centroids'
     products tie within float32 rounding at the nprobe-th place), computed once for all shards."""
 
     def __init__(self, centroids: np.ndarray, nprobe: int):
-        if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
-            raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+        check_nprobe(nprobe)
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.nprobe = min(nprobe, len(self.centroids))
 
@@ -709,8 +713,7 @@ def open_sharded_retriever(index_dir: str | os.PathLike, shards: int, *, placeme
     folder = Path(index_dir)
     manifest = open_index(folder, verify=False)  # every shard verifies the files it reads
     kind = shardable_kind(folder, manifest)
-    if isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1:
-        raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+    check_nprobe(nprobe)  # before any shard actor starts
     ranges = shard_ranges(manifest.count, shards)
     spec = manifest.dense
     if spec["encoder"] is None and encoder is None:
