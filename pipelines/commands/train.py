@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     obj.add_argument("--ranking-loss", choices=["ranknet", "listnet", "lambdarank"], default="ranknet",
                      help="FIRST's ranking term (default ranknet, weighted 1/(r_i + r_j))")
     obj.add_argument("--context-size", type=int, default=4096, help="FIRST: prompt + answer token budget (default 4096)")
+    obj.add_argument("--max-block-tokens", type=int, default=384,
+                     help="BlockRank: block size cap in tokens (default 384); rerank with the same value")
 
     model = parser.add_argument_group("model")
     model.add_argument("--full", action="store_true", help="fine-tune every weight instead of a LoRA adapter")
@@ -168,6 +170,7 @@ def make_config(args: argparse.Namespace):
             epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
             max_grad_norm=args.max_grad_norm or None, held_out=_held_out(args.held_out), eval_every=args.eval_every,
             save_every=args.save_every, keep=args.keep, seed=args.seed, context_size=args.context_size,
+            max_block_tokens=args.max_block_tokens,
             workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         )
     except ValueError as exc:

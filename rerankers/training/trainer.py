@@ -69,6 +69,8 @@ class TrainConfig:
     method: "first" or "blockrank". objective: "combined" (FIRST: L_LM + 10 x weighted RankNet, or the preset
     weight of `ranking_loss`; BlockRank: L_LM + 0.1 x InfoNCE on the scoring-layer attention), "ranking" (the
     ranking term alone) or "lm" (the LM term alone). ranking_loss (FIRST): ranknet, listnet or lambdarank.
+    context_size (FIRST): prompt + answer token budget. max_block_tokens (BlockRank): the block size cap, which
+    the trained reranker must be run with too.
     full: fine-tune every weight; otherwise LoRA of rank `lora_rank`, alpha `lora_alpha`, dropout
     `lora_dropout` on `lora_targets` (default q, k, v, o projections).
     dtype: "float32", "bfloat16" (autocast) or "auto": bf16 on a GPU that supports it, fp32 on the CPU (on a
@@ -108,6 +110,7 @@ class TrainConfig:
     keep: int = 2
     seed: int = 0
     context_size: int = 4096
+    max_block_tokens: int = 384
     workers: int = 1
     gpus_per_worker: float = 0.0
     deterministic: bool = True
@@ -120,7 +123,8 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        for name in ("batch_size", "grad_accum", "eval_every", "keep", "workers", "lora_rank", "context_size"):
+        for name in ("batch_size", "grad_accum", "eval_every", "keep", "workers", "lora_rank", "context_size",
+                     "max_block_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -211,7 +215,7 @@ class _Method:
             from rankline.rerankers.blockrank import BlockRankOptions
             from rankline.rerankers.training.blockrank_loss import BlockRankObjective
 
-            self.options = BlockRankOptions()
+            self.options = BlockRankOptions(max_block_tokens=config.max_block_tokens)
             weights = {"combined": {}, "ranking": {"lm_weight": 0.0, "aux_weight": 1.0}, "lm": {"aux_weight": 0.0}}
             self.objective = BlockRankObjective.from_options(self.options, **weights[config.objective])
         self._cache: dict[int, Any] = {}
@@ -424,6 +428,10 @@ def _train_loop(
     torch.manual_seed(config.seed)
     model, tokenizer = build_model(config, device)
     method = _Method(config, tokenizer)
+    # Every example is encoded (and so checked: a query too long for its block, a prompt over the context)
+    # before the first step, so a bad one stops the run at once, not hours into it.
+    for i, example in enumerate(train_set + held):
+        method.encode(i, example)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
     optimizer = torch.optim.AdamW(params, lr=config.peak_lr, weight_decay=config.weight_decay)
@@ -460,7 +468,6 @@ def _train_loop(
     mine = micro[rank::world]
     scale = 1.0 / (config.grad_accum * world)
     perms: dict[int, list[int]] = {}
-    held_offset = len(train_set)
     tokens, t0 = 0, time.perf_counter()
     progress = None
     if config.progress and rank == 0:
@@ -502,7 +509,7 @@ def _train_loop(
             if held and (done % config.eval_every == 0 or done == total):
                 if rank == 0:
                     scores = evaluate(model, method, held, device=device, bf16=bf16, batch_size=config.batch_size,
-                                      offset=held_offset)
+                                      offset=len(train_set))
                     entry = {"step": done, **scores}
                     history.append(entry)
                     if _better(scores, best):

@@ -104,6 +104,25 @@ def test_held_out_queries_and_curve_are_written_for_evaluation_outside_the_train
     assert [h["step"] for h in curve["history"]] == [1, 2, 3]
 
 
+def test_a_bad_example_stops_the_run_before_the_first_step(tiny_path, tmp_path):
+    """A BlockRank query block longer than --max-block-tokens would lose its scoring token: the run refuses it
+    before training anything, however late in the data order the example comes."""
+    examples = make_examples(6)
+    long_query = Query("q5", " ".join(WORDS * 8))
+    examples[5] = RankingExample(Candidates(long_query, examples[5].candidates.hits), examples[5].order,
+                                 examples[5].grades)
+    cfg = config(tiny_path, method="blockrank", max_steps=1, held_out=0, max_block_tokens=64)
+    with pytest.raises(ValueError, match=r"the query block has \d+ tokens but blocks are cut to 64"):
+        train(cfg, examples, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # with room for the query the same data trains, and the block cap is one of the run's settings
+    result = train(config(tiny_path, method="blockrank", max_steps=1, held_out=0, max_block_tokens=512), examples,
+                   tmp_path / "ok")
+    assert json.loads((result.best / "training.json").read_text())["settings"]["max_block_tokens"] == 512
+    with pytest.raises(ValueError, match="max_block_tokens must be >= 1"):
+        config(tiny_path, max_block_tokens=0)
+
+
 def test_checkpoint_of_other_settings_is_refused(tiny_path, tmp_path):
     examples = make_examples(6)
     train(config(tiny_path, max_steps=2, held_out=0), examples, tmp_path / "run")
