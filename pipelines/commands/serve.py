@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from rankline.pipelines.commands._signals import interrupt
+
 HELP = "serve a pipeline file as an HTTP search endpoint (Ray Serve + FastAPI)"
 APP_NAME = "rankline"
 
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM stops this command as Ctrl-C does, from here on: before Ray is imported (the default
     # action would kill the process without a word) and, re-installed after ray.init (which puts in
     # its own), while Serve starts the replicas, which can take minutes with a large model.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     from rankline.pipelines.actors import set_local_ray_env
     from rankline.pipelines.config import load_config
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     ray_started: bool | None = None  # None: not connected yet
     try:
         ray_started = ensure_ray()
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
         # replicas and shard actors the cluster cannot hold fail here, naming what is short, instead of
         # Serve waiting on them (a shard actor that cannot start fails its retriever replica, again and again)
         check_fits(config.actor_demands())
@@ -62,11 +64,6 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(3600)
     finally:
         _stop(ray_started)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time: a second SIGTERM does not cut it short
-    raise KeyboardInterrupt
 
 
 def _stop(ray_started: bool | None) -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rankline.pipelines.commands._signals import stopped_like_ctrl_c
+
 HELP = "fine-tune a causal LM as a FIRST or BlockRank reranker (LoRA or full; resumable; Ray Train with --workers)"
 
 
@@ -181,6 +183,13 @@ def make_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    # `kill PID` or `kill -INT PID` stops a run (even one started with `nohup ... &`) once it has saved its last
+    # finished step, so rerunning the command resumes from there
+    with stopped_like_ctrl_c():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from rankline.rerankers.models import check_device, check_model_source
     from rankline.rerankers.training.trainer import train
 
@@ -213,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
             ray.shutdown()
     best = result.best_scores
     where = f" (held-out nDCG@10 {best['ndcg@10']:.4f} at step {best['step']})" if best else ""
+    if best and best["step"] == 0:
+        where += ": no trained step beat the untuned model on the held-out queries"
     how = f"--model {result.best}" if config.full else f"--model {config.model} --adapter {result.best}"
     print(f"rankline train: {result.steps} steps; best weights in {result.best}{where}; rerank with {how}",
           file=sys.stderr)

@@ -26,15 +26,16 @@ optimizer state and losses stay fp32.
 **Resuming.** Run the same call again: the latest checkpoint (verified against its manifest and refused
 when written with other settings) restores the trainable weights, the optimizer, the schedule, the data
 position and the Python / NumPy / torch generator states, and training continues; on the CPU the result is
-bit-for-bit the weights of an uninterrupted run. An interrupt (Ctrl-C) saves a checkpoint of the last
-finished step before it ends the run.
+bit-for-bit the weights of an uninterrupted run. An interrupt (Ctrl-C; `rankline train` takes SIGTERM too)
+saves a checkpoint of the last finished step before it ends the run.
 
 **Held-out queries** (``held_out``: a count or a fraction of the training queries, ``split_by_query``, never
-trained on) are scored every ``eval_every`` steps and at the end: the mean objective loss, top-1 accuracy
-(the best-scored candidate is the teacher's first, or for BlockRank a positive) and nDCG@10 of the order
-the scores give (gains: the qrels grades; records without grades count the teacher's first as the one
-relevant candidate). Evaluate on shuffled windows (the ``ListOptions`` default), so keeping the given order
-cannot pass for ranking. Test queries and test qrels must never be among the examples.
+trained on) are scored before the first step (the untuned model: ``best`` is a trained step only when one
+beats it, and a LoRA ``best`` of step 0 is the base model), every ``eval_every`` steps and at the end: the
+mean objective loss, top-1 accuracy (the best-scored candidate is the teacher's first, or for BlockRank a
+positive) and nDCG@10 of the order the scores give (gains: the qrels grades; records without grades count the
+teacher's first as the one relevant candidate). Evaluate on shuffled windows (the ``ListOptions`` default), so
+keeping the given order cannot pass for ranking. Test queries and test qrels must never be among the examples.
 """
 from __future__ import annotations
 
@@ -482,7 +483,27 @@ def _train_loop(
                                  history=history, best=best, settings=settings, keep=config.keep)
         _barrier(world)
 
-    step = start
+    def score_held_out(done: int) -> None:
+        nonlocal best
+        if rank == 0:
+            scores = evaluate(model, method, held, device=device, bf16=bf16, batch_size=config.batch_size,
+                              offset=len(train_set))
+            entry = {"step": done, **scores}
+            history.append(entry)
+            if _better(scores, best):
+                best = entry
+                _save_weights(model, tokenizer, config, out / "best",
+                              {"step": done, "held_out": scores, "settings": settings})
+            with atomic_write(out / "held-out.json") as f:
+                f.write(json.dumps({"history": history, "best": best}, indent=1) + "\n")
+            if progress is not None:
+                progress.write(f"step {done}: held-out loss {scores['loss']:.4f} top1 {scores['top1']:.3f} "
+                               f"nDCG@10 {scores['ndcg@10']:.4f}")
+        _barrier(world)
+
+    if held and start == 0:  # the untuned model's scores start the curve: a step is best only if it beats them
+        score_held_out(0)
+    applied = start  # steps whose update is in the weights
     try:
         for step in range(start, total):
             batch_indices = _stream_indices(step, config.global_batch, len(train_set), config.seed, perms)
@@ -501,27 +522,14 @@ def _train_loop(
             norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm else None
             optimizer.step()
             scheduler.step()
+            applied = step + 1
             optimizer.zero_grad(set_to_none=True)
             metrics = {"loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0]}
             if norm is not None:
                 metrics["grad_norm"] = float(norm)
             done = step + 1
             if held and (done % config.eval_every == 0 or done == total):
-                if rank == 0:
-                    scores = evaluate(model, method, held, device=device, bf16=bf16, batch_size=config.batch_size,
-                                      offset=len(train_set))
-                    entry = {"step": done, **scores}
-                    history.append(entry)
-                    if _better(scores, best):
-                        best = entry
-                        _save_weights(model, tokenizer, config, out / "best",
-                                      {"step": done, "held_out": scores, "settings": settings})
-                    with atomic_write(out / "held-out.json") as f:
-                        f.write(json.dumps({"history": history, "best": best}, indent=1) + "\n")
-                    if progress is not None:
-                        progress.write(f"step {done}: held-out loss {scores['loss']:.4f} top1 {scores['top1']:.3f} "
-                                       f"nDCG@10 {scores['ndcg@10']:.4f}")
-                _barrier(world)
+                score_held_out(done)
             if done % save_every == 0 or done == total:
                 save(done)
             if progress is not None:
@@ -532,11 +540,10 @@ def _train_loop(
             if callback is not None:
                 callback(done, metrics)
     except KeyboardInterrupt:
-        last = ckpt.list_checkpoints(root)
-        finished = step  # steps fully applied: the interrupted one is dropped
-        if finished > start and (not last or last[-1][0] < finished):
+        last = ckpt.list_checkpoints(root)  # a step cut short before its update is dropped
+        if applied > start and (not last or last[-1][0] < applied):
             optimizer.zero_grad(set_to_none=True)
-            save(finished)
+            save(applied)
         raise
     finally:
         if progress is not None:

@@ -1,16 +1,22 @@
 """`rankline train` end to end on the tiny Llama: lists from qrels + a first-stage run, the adapter it writes
-reranks through `rankline rerank --adapter`, rerunning the command resumes, bad input is one clear error,
-and two Ray Train workers (gloo) reach the weights of one worker with the same global batch."""
+reranks through `rankline rerank --adapter`, rerunning the command resumes, a background run stops on kill
+after saving, bad input is one clear error, and two Ray Train workers (gloo) reach the weights of one worker
+with the same global batch."""
 from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from rankline.formats import read_run
 from rankline.pipelines.cli import main
+from rankline.rerankers.training import checkpoint as ckpt
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 WORDS = "cat dog fish bird tree river stone cloud wind fire".split()
@@ -44,7 +50,7 @@ def test_train_then_rerank_with_the_adapter(data, fixtures_dir, capsys):
     assert "--adapter" in capsys.readouterr().err
     assert (out / "best" / "adapter_config.json").is_file() and (out / "final").is_dir()
     info = json.loads((out / "best" / "training.json").read_text())
-    assert info["step"] in (2, 4) and set(info["held_out"]) == {"loss", "top1", "ndcg@10"}
+    assert info["step"] in (0, 2, 4) and set(info["held_out"]) == {"loss", "top1", "ndcg@10"}
     # rerunning the finished command resumes at its last checkpoint and has nothing left to do
     assert main(base_args(data, fixtures_dir, out, "--max-steps", "4", "--held-out", "2")) == 0
     # other settings into the same folder are refused, naming the setting
@@ -98,3 +104,26 @@ def test_two_ray_workers_reach_the_weights_of_one(ray_session, data, fixtures_di
     for name in one:
         assert torch.allclose(one[name], two[name], rtol=0, atol=1e-5), (name, (one[name] - two[name]).abs().max())
     assert any(float(t.abs().max()) > 1e-3 for n, t in one.items() if "lora_B" in n)  # B starts at 0: it trained
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_background_run_stops_on_kill_after_saving_its_last_step(data, fixtures_dir, sig):
+    """Started the way a long run is (`nohup ... &` from a script, so SIGINT arrives ignored), the command
+    still stops on SIGTERM or SIGINT, saves the steps it finished although no checkpoint was due, and says so."""
+    out = data / "run"
+    args = base_args(data, fixtures_dir, out, "--max-steps", "5000", "--held-out", "2", "--save-every", "5000")
+    proc = subprocess.Popen([sys.executable, "-m", "rankline.pipelines.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "held-out.json").exists():  # the first held-out score is at step 2
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "rankline train: interrupted" in err
+    saved = ckpt.list_checkpoints(out / "checkpoints")
+    assert len(saved) == 1 and 2 <= saved[0][0] < 5000

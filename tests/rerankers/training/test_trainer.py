@@ -80,7 +80,7 @@ def test_resumed_run_ends_with_the_same_weights_bit_for_bit(tiny_path, tmp_path,
     for name in a:
         assert torch.equal(a[name], b[name]), name
     # the weights moved, and the held-out history (steps 3 and 6) is the same in both runs
-    assert resumed.history == straight.history and [h["step"] for h in straight.history] == [3, 6]
+    assert resumed.history == straight.history and [h["step"] for h in straight.history] == [0, 3, 6]
     assert (tmp_path / "resumed" / "best" / "training.json").is_file()
     assert (tmp_path / "resumed" / "final").is_dir()
 
@@ -101,7 +101,10 @@ def test_held_out_queries_and_curve_are_written_for_evaluation_outside_the_train
     assert qids == [e.qid for e in held] and len(qids) == 2
     curve = json.loads((tmp_path / "run" / "held-out.json").read_text())
     assert curve == {"history": result.history, "best": result.best_scores}
-    assert [h["step"] for h in curve["history"]] == [1, 2, 3]
+    assert [h["step"] for h in curve["history"]] == [0, 1, 2, 3]
+    # step 0 scores the untuned model: a run at another learning rate starts from the same entry, then parts
+    other = train(config(tiny_path, max_steps=3, held_out=2, eval_every=3, lr=2e-2), examples, tmp_path / "other")
+    assert other.history[0] == result.history[0] and other.history[1]["loss"] != result.history[3]["loss"]
 
 
 def test_a_bad_example_stops_the_run_before_the_first_step(tiny_path, tmp_path):
