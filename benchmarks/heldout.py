@@ -1,16 +1,18 @@
-"""FIRST on held-out training queries: the untuned model against trained adapters, over a first-stage top k
-shown in first-stage order and shuffled.
+"""A reranker (FIRST or BlockRank) on held-out training queries: the untuned model against trained adapters.
 
-A tuned FIRST adapter ships only when it beats the untuned model on queries it never trained on, both with the
-candidates in first-stage order (where the untuned model's positional prior already helps) and shuffled (where
-keeping the given order is worth nothing, so only ranking counts). This prints nDCG@10 (against the training
-qrels) of the first stage, the untuned model and each adapter, in both orders, with the paired t-test of each
+A tuned adapter ships only when it beats the untuned model on queries it never trained on. FIRST is scored
+with the candidates in first-stage order (where the untuned model's positional prior already helps) and
+shuffled (where keeping the given order is worth nothing, so only ranking counts); BlockRank, whose blocks
+share their positions and see only themselves, in first-stage order alone. This prints nDCG@10 (against the
+training qrels) of the first stage, the untuned model and each adapter, with the paired t-test of each
 adapter against the untuned model on the same order.
 
-    python benchmarks/first_heldout.py --run out/first-train/scifact-train-bm25.trec \\
+    python benchmarks/heldout.py --run out/first-train/scifact-train-bm25.trec \\
         --topics ../shared/data/beir/scifact/queries.jsonl --corpus ../shared/data/beir/scifact/corpus.jsonl \\
         --qrels ../shared/data/beir/scifact/qrels/train.tsv --qids runs/first-scifact-lora/held-out-qids.txt \\
-        --depth 10 --context-size 1280 --adapter runs/first-scifact-lora/best
+        --reranker first --depth 10 --context-size 1280 --adapter runs/first-scifact-lora/best
+
+With `--reranker blockrank`, `--depth` may be any size and `--max-block-tokens` must be the one trained with.
 
 `--qids` is the `held-out-qids.txt` that `rankline train` writes: never test queries, never test qrels.
 """
@@ -48,8 +50,10 @@ def main() -> None:
     parser.add_argument("--qids", required=True, help="held-out qids, one a line (rankline train's held-out-qids.txt)")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--adapter", action="append", default=[], help="an adapter folder (repeatable)")
-    parser.add_argument("--depth", type=int, default=10, help="candidates per query, one FIRST window (default 10)")
+    parser.add_argument("--reranker", choices=["first", "blockrank"], default="first")
+    parser.add_argument("--depth", type=int, default=10, help="candidates per query; FIRST: one window (default 10)")
     parser.add_argument("--context-size", type=int, default=4096, help="FIRST prompt budget in tokens (default 4096)")
+    parser.add_argument("--max-block-tokens", type=int, default=384, help="BlockRank block size cap (default 384)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order (default 0)")
     args = parser.parse_args()
 
@@ -59,24 +63,28 @@ def main() -> None:
     if missing:
         raise SystemExit(f"{args.run}: no candidates for {len(missing)} held-out queries (e.g. {missing[0]})")
     ordered = [Candidates(lists[q].query, tuple(lists[q].hits[:args.depth])) for q in wanted]
-    orders = {"first-stage order": ordered, "shuffled": [shuffled(c, args.seed) for c in ordered]}
+    orders = {"first-stage order": ordered}
+    if args.reranker == "first":
+        orders["shuffled"] = [shuffled(c, args.seed) for c in ordered]
     qrels = read_qrels(args.qrels)
 
     def scores(run: dict[str, dict[str, float]]) -> list[float]:
         per_query = evaluate(qrels, run, [MEASURE])[MEASURE]
         return [per_query.get(q, 0.0) for q in wanted]
 
+    options = {"first": {"window": args.depth, "context_size": args.context_size},
+               "blockrank": {"max_block_tokens": args.max_block_tokens}}[args.reranker]
     systems = [("untuned", None)] + [(a, a) for a in args.adapter]
     table: dict[tuple[str, str], list[float]] = {}
     for order, cands in orders.items():
         table["first stage", order] = scores(as_run([list(c.hits) for c in cands], wanted))
     for name, adapter in systems:
-        reranker = build_reranker("first", args.model, adapter=adapter, window=args.depth,
-                                  context_size=args.context_size)
+        reranker = build_reranker(args.reranker, args.model, adapter=adapter, **options)
         for order, cands in orders.items():
             table[name, order] = scores(as_run(reranker.rerank_batch(cands), wanted))
-    print(f"{len(wanted)} held-out queries of {args.qrels}; FIRST ({args.model}) over the top {args.depth} of "
-          f"{args.run}, context {args.context_size} tokens; {MEASURE}; p: paired t-test against untuned")
+    setting = ", ".join(f"{k} {v}" for k, v in options.items())
+    print(f"{len(wanted)} held-out queries of {args.qrels}; {args.reranker} ({args.model}) over the top {args.depth} "
+          f"of {args.run}, {setting}; {MEASURE}; p: paired t-test against untuned")
     print(f"{'system':<48}" + "".join(f"{o:>20}{'p':>8}" for o in orders))
     for name in ["first stage"] + [n for n, _ in systems]:
         row = f"{name[-48:]:<48}"
