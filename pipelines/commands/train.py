@@ -5,6 +5,7 @@
                    [--list-size 20 --negatives top|sample --negative-depth 100 --no-shuffle ...]
                    [--objective combined|ranking|lm --ranking-loss ranknet|listnet|lambdarank]
                    [--lora-rank 16 --lora-alpha 32 --lora-dropout 0.05 --lora-targets q_proj,k_proj,v_proj,o_proj | --full]
+                   [--init-adapter DIR]
                    [--lr --warmup-steps|--warmup-ratio --max-steps|--epochs --batch-size --grad-accum --max-grad-norm]
                    [--held-out 0.1 --eval-every 50 --save-every --keep 2] [--workers N --gpus-per-worker G]
 
@@ -16,7 +17,9 @@ and no test qrels may enter training or the held-out model selection.
 
 Output: DIR/best (the held-out best: a LoRA adapter, or with --full a model folder), DIR/final, and
 DIR/checkpoints/step-N. Rerun the same command after an interruption to continue from the last checkpoint
-(same weights as an uninterrupted run); a checkpoint of other settings is refused. Use the result with
+(same weights as an uninterrupted run); a checkpoint of other settings is refused. Where only an adapter
+travelled (a new machine, the checkpoints left behind), --init-adapter DIR/best starts a new run from its
+weights, with a fresh optimizer and schedule. Use the result with
 `rankline rerank --model BASE --adapter DIR/best` (LoRA) or `--model DIR/best` (--full).
 """
 from __future__ import annotations
@@ -70,11 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model")
     model.add_argument("--full", action="store_true", help="fine-tune every weight instead of a LoRA adapter")
-    model.add_argument("--lora-rank", type=int, default=16, help="LoRA rank r (default 16)")
-    model.add_argument("--lora-alpha", type=int, default=32, help="LoRA alpha (default 32)")
-    model.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
-    model.add_argument("--lora-targets", default=",".join(DEFAULT_TARGETS),
-                       help=f"comma-separated module names LoRA wraps (default {','.join(DEFAULT_TARGETS)})")
+    model.add_argument("--lora-rank", type=int, help="LoRA rank r (default 16, or --init-adapter's)")
+    model.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 32, or --init-adapter's)")
+    model.add_argument("--lora-dropout", type=float, help="LoRA dropout (default 0.05, or --init-adapter's)")
+    model.add_argument("--lora-targets",
+                       help=f"comma-separated module names LoRA wraps (default {','.join(DEFAULT_TARGETS)}, "
+                            "or --init-adapter's)")
+    model.add_argument("--init-adapter", metavar="DIR",
+                       help="start from this LoRA adapter (an earlier run's best/ or final/) instead of a fresh one, "
+                            "to go on training weights a run left elsewhere; its LoRA settings are the defaults")
     model.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     model.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                        help="bfloat16: forward pass under bf16 autocast (weights, optimizer and losses stay fp32). "
@@ -158,18 +165,27 @@ def load_examples(args: argparse.Namespace) -> list:
 
 
 def make_config(args: argparse.Namespace):
-    from rankline.rerankers.training.trainer import TrainConfig
+    from dataclasses import fields
 
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    if not targets:
-        raise ValueError("--lora-targets names no module")
+    from rankline.rerankers.training.trainer import TrainConfig, adapter_lora_options
+
+    # a LoRA option left out takes TrainConfig's default, or with --init-adapter the adapter's own setting
+    lora = {f.name: f.default for f in fields(TrainConfig) if f.name.startswith("lora_")}
+    if args.init_adapter:
+        lora = adapter_lora_options(args.init_adapter)
+    for name in ("lora_rank", "lora_alpha", "lora_dropout"):
+        if getattr(args, name) is not None:
+            lora[name] = getattr(args, name)
+    if args.lora_targets is not None:
+        lora["lora_targets"] = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+        if not lora["lora_targets"]:
+            raise ValueError("--lora-targets names no module")
     try:
         return TrainConfig(
             method=args.method, model=args.model, objective=args.objective, ranking_loss=args.ranking_loss,
-            full=args.full, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-            lora_targets=targets, dtype=args.dtype, device=args.device, lr=args.lr, weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio, max_steps=args.max_steps,
-            epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+            full=args.full, **lora, init_adapter=args.init_adapter, dtype=args.dtype, device=args.device, lr=args.lr,
+            weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio,
+            max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
             max_grad_norm=args.max_grad_norm or None, held_out=_held_out(args.held_out), eval_every=args.eval_every,
             save_every=args.save_every, keep=args.keep, seed=args.seed, context_size=args.context_size,
             max_block_tokens=args.max_block_tokens,

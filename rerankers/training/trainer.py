@@ -73,7 +73,10 @@ class TrainConfig:
     context_size (FIRST): prompt + answer token budget. max_block_tokens (BlockRank): the block size cap, which
     the trained reranker must be run with too.
     full: fine-tune every weight; otherwise LoRA of rank `lora_rank`, alpha `lora_alpha`, dropout
-    `lora_dropout` on `lora_targets` (default q, k, v, o projections).
+    `lora_dropout` on `lora_targets` (default q, k, v, o projections). init_adapter: a LoRA adapter folder
+    (an earlier run's best/ or final/) to start from instead of a fresh adapter, so training can go on from
+    weights a run left on another machine; its rank, alpha and targets must be the lora_* settings
+    (:func:`adapter_lora_options` reads them), and a resumed run checks it is the same adapter (its sha256).
     dtype: "float32", "bfloat16" (autocast) or "auto": bf16 on a GPU that supports it, fp32 on the CPU (on a
     2-core CPU bf16 autocast measured slower than fp32 for a SmolLM2-135M LoRA step; see benchmarks).
     lr: peak learning rate (None: 1e-4 with LoRA, 2e-5 full). warmup_steps / warmup_ratio: linear warm-up
@@ -94,6 +97,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = DEFAULT_TARGETS
+    init_adapter: str | None = None
     dtype: str = "auto"
     device: str | None = None
     lr: float | None = None
@@ -138,6 +142,8 @@ class TrainConfig:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.full and self.init_adapter is not None:
+            raise ValueError("init_adapter starts LoRA training from an adapter; it cannot start a full fine-tuning run")
         if self.gpus_per_worker < 0:
             raise ValueError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
         if self.warmup_steps is not None and self.warmup_ratio is not None:
@@ -166,6 +172,10 @@ class TrainConfig:
         batch, and a fingerprint of the examples."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FREE_SETTINGS}
         out["lora_targets"] = list(self.lora_targets)
+        if self.init_adapter is None:  # absent, as in the checkpoints of runs from before the setting existed
+            del out["init_adapter"]
+        else:  # what the run starts from, not where it lay
+            out["init_adapter"] = _adapter_fingerprint(self.init_adapter)
         out["global_batch"] = self.global_batch
         out["examples"] = examples_fingerprint(examples)
         return json.loads(json.dumps(out))
@@ -282,6 +292,32 @@ def _autocast(device: Any, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+def adapter_lora_options(adapter: str | Path) -> dict[str, Any]:
+    """The LoRA settings (TrainConfig's lora_rank, lora_alpha, lora_dropout, lora_targets) of a peft adapter
+    folder, for a run that starts from it."""
+    from rankline.rerankers.models import check_adapter
+
+    check_adapter(adapter)
+    path = Path(adapter).expanduser() / "adapter_config.json"
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+        return {"lora_rank": int(found["r"]), "lora_alpha": int(found["lora_alpha"]),
+                "lora_dropout": float(found.get("lora_dropout", 0.0)),
+                "lora_targets": tuple(sorted(found["target_modules"]))}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a LoRA adapter config ({type(exc).__name__}: {exc})") from None
+
+
+def _adapter_fingerprint(adapter: str | Path) -> str:
+    from rankline.rerankers.models import check_adapter
+
+    check_adapter(adapter)
+    path = Path(adapter).expanduser() / "adapter_model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the adapter's weights are missing")
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def resolve_dtype(dtype: str, device: Any) -> bool:
     """Whether to run the forward pass under bf16 autocast."""
     import torch
@@ -294,8 +330,8 @@ def resolve_dtype(dtype: str, device: Any) -> bool:
 
 
 def build_model(config: TrainConfig, device: Any) -> tuple[Any, Any]:
-    """(model ready to train, tokenizer): the base in fp32 and, unless `full`, wrapped with a fresh LoRA adapter
-    (initialised from torch's generator, seeded by the caller)."""
+    """(model ready to train, tokenizer): the base in fp32 and, unless `full`, wrapped with a LoRA adapter: fresh
+    (initialised from torch's generator, seeded by the caller) or `init_adapter`'s weights."""
     from rankline.rerankers.models import load_causal_lm
 
     lm = load_causal_lm(config.model, device=str(device), dtype="float32")
@@ -309,9 +345,30 @@ def build_model(config: TrainConfig, device: Any) -> tuple[Any, Any]:
 
         lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=list(config.lora_targets), bias="none", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
+        if config.init_adapter is None:
+            model = get_peft_model(model, lora)
+        else:
+            model = _load_init_adapter(model, lora, config)
     model.train()
     return model, lm.tokenizer
+
+
+def _load_init_adapter(model: Any, lora: Any, config: TrainConfig) -> Any:
+    from peft import PeftModel
+
+    found = adapter_lora_options(config.init_adapter)
+    ours = {"lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha,
+            "lora_targets": tuple(sorted(config.lora_targets))}
+    for name, value in ours.items():
+        if found[name] != value:
+            raise ValueError(f"{config.init_adapter}: the adapter has {name} {found[name]!r}, the run {value!r}; "
+                             f"train with the adapter's LoRA settings")
+    try:
+        return PeftModel.from_pretrained(model, str(Path(config.init_adapter).expanduser()), config=lora,
+                                         is_trainable=True)
+    except Exception as exc:  # another base model's adapter: peft's shape errors run over many lines
+        raise ValueError(f"{config.init_adapter}: cannot start from this adapter on model {config.model!r}: "
+                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
 
 
 def _stream_indices(step: int, global_batch: int, n: int, seed: int, perms: dict[int, list[int]]) -> list[int]:

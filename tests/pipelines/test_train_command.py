@@ -82,6 +82,23 @@ def test_adapter_is_refused_as_a_model(data, fixtures_dir, capsys):
     assert "a LoRA adapter, not a model folder" in capsys.readouterr().err
 
 
+def test_a_run_goes_on_from_an_adapter_with_its_lora_settings(data, fixtures_dir, capsys):
+    """--init-adapter: the LoRA options left out are the adapter's (rank 4, alpha 8 here, not the defaults 16
+    and 32); one that contradicts the adapter is one clear error."""
+    out = data / "run"
+    assert main(base_args(data, fixtures_dir, out, "--max-steps", "1", "--held-out", "0")) == 0
+    args = base_args(data, fixtures_dir, data / "next", "--max-steps", "1", "--held-out", "0",
+                     "--init-adapter", str(out / "final"))
+    for option in ("--lora-rank", "--lora-alpha"):
+        del args[args.index(option):args.index(option) + 2]
+    assert main(args) == 0
+    settings = json.loads((data / "next" / "settings.json").read_text())
+    assert (settings["lora_rank"], settings["lora_alpha"]) == (4, 8) and settings["init_adapter"].startswith("sha256:")
+    capsys.readouterr()
+    assert main([*args, "--lora-rank", "8", "--out", str(data / "r8")]) == 2
+    assert "the adapter has lora_rank 4, the run 8" in capsys.readouterr().err
+
+
 def test_two_ray_workers_reach_the_weights_of_one(ray_session, data, fixtures_dir):
     """Same global batch of 4 lists: one worker with 2 micro-batches of 2 per step (in process) against two
     Ray Train workers with one micro-batch of 2 each and the gradients all-reduced over gloo. Only the order

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 
 import pytest
 import torch
@@ -124,6 +125,42 @@ def test_a_bad_example_stops_the_run_before_the_first_step(tiny_path, tmp_path):
     assert json.loads((result.best / "training.json").read_text())["settings"]["max_block_tokens"] == 512
     with pytest.raises(ValueError, match="max_block_tokens must be >= 1"):
         config(tiny_path, max_block_tokens=0)
+
+
+def test_a_run_started_from_an_adapter_starts_where_that_adapter_left_off(tiny_path, tmp_path):
+    """init_adapter: the new run's step-0 held-out score is the old run's last one (the same weights on the same
+    held-out lists), training moves the adapter on from there, and the adapter is part of the settings."""
+    examples = make_examples(8)
+    old = train(config(tiny_path, max_steps=2, eval_every=2, lora_dropout=0.0), examples, tmp_path / "old")
+    assert [h["step"] for h in old.history] == [0, 2]
+    new = train(config(tiny_path, max_steps=2, eval_every=2, init_adapter=str(old.final)), examples, tmp_path / "new")
+    assert new.history[0] == {**old.history[-1], "step": 0} and new.history[0] != old.history[0]
+    started = {n.replace(".default", ""): t for n, t in weights_of(tmp_path / "new" / "checkpoints" / "step-2").items()}
+    from safetensors.torch import load_file
+
+    given = load_file(str(old.final / "adapter_model.safetensors"))
+    assert {n.replace("base_model.model.", "") for n in given} == {n.replace("base_model.model.", "") for n in started}
+    assert any(not torch.equal(given[n], started[n]) for n in given)  # it trained on from there
+    settings = json.loads((tmp_path / "new" / "settings.json").read_text())
+    assert settings["init_adapter"].startswith("sha256:") and "init_adapter" not in json.loads(
+        (tmp_path / "old" / "settings.json").read_text())
+    # another adapter under the same path is other settings: the run is not resumed from it
+    other = train(config(tiny_path, max_steps=1, held_out=0, lr=1e-2), examples, tmp_path / "other")
+    shutil.copyfile(other.final / "adapter_model.safetensors", old.final / "adapter_model.safetensors")
+    with pytest.raises(ValueError, match=r"other settings \(init_adapter: 'sha256:"):
+        train(config(tiny_path, max_steps=2, eval_every=2, init_adapter=str(old.final)), examples, tmp_path / "new")
+
+
+def test_an_adapter_of_other_lora_settings_cannot_start_a_run(tiny_path, tmp_path):
+    old = train(config(tiny_path, max_steps=1, held_out=0), make_examples(6), tmp_path / "old")
+    with pytest.raises(ValueError, match=r"the adapter has lora_rank 4, the run 8"):
+        train(config(tiny_path, max_steps=1, held_out=0, lora_rank=8, init_adapter=str(old.final)), make_examples(6),
+              tmp_path / "r8")
+    with pytest.raises(ValueError, match="cannot start a full fine-tuning run"):
+        config(tiny_path, full=True, init_adapter=str(old.final))
+    with pytest.raises(FileNotFoundError, match="no such adapter folder"):
+        train(config(tiny_path, max_steps=1, held_out=0, init_adapter=str(tmp_path / "nowhere")), make_examples(6),
+              tmp_path / "none")
 
 
 def test_checkpoint_of_other_settings_is_refused(tiny_path, tmp_path):
