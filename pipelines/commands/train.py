@@ -5,7 +5,7 @@
                    [--list-size 20 --negatives top|sample --negative-depth 100 --no-shuffle ...]
                    [--objective combined|ranking|lm --ranking-loss ranknet|listnet|lambdarank]
                    [--lora-rank 16 --lora-alpha 32 --lora-dropout 0.05 --lora-targets q_proj,k_proj,v_proj,o_proj | --full]
-                   [--init-adapter DIR]
+                   [--init-adapter DIR --skip-lists N]
                    [--lr --warmup-steps|--warmup-ratio --max-steps|--epochs --batch-size --grad-accum --max-grad-norm]
                    [--held-out 0.1 --eval-every 50 --save-every --keep 2] [--workers N --gpus-per-worker G]
 
@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the highest-ranked negatives, or a seeded sample of them (default top)")
     lists.add_argument("--no-shuffle", action="store_true",
                        help="show lists in first-stage order (default: seeded shuffle, so position cannot pass for relevance)")
+    lists.add_argument("--skip-lists", type=int, default=0,
+                       help="start this many lists into the seeded data stream: going on from --init-adapter with the "
+                            "same data and --seed, the lists its run saw (its training.json step x global batch)")
     lists.add_argument("--examples-per-query", type=int, default=1, help="lists drawn per query (default 1)")
 
     obj = parser.add_argument_group("objective")
@@ -188,7 +191,7 @@ def make_config(args: argparse.Namespace):
             max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
             max_grad_norm=args.max_grad_norm or None, held_out=_held_out(args.held_out), eval_every=args.eval_every,
             save_every=args.save_every, keep=args.keep, seed=args.seed, context_size=args.context_size,
-            max_block_tokens=args.max_block_tokens,
+            max_block_tokens=args.max_block_tokens, skip_lists=args.skip_lists,
             workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         )
     except ValueError as exc:

@@ -15,13 +15,13 @@ ShareGPT records for FIRST) and writes into an output folder ``DIR``:
 
 **One optimizer step** consumes a global batch of ``batch_size x grad_accum x workers`` examples: the next
 slice of a seeded stream of the training examples (epoch e is permutation e of them, seeded by (seed, e)),
-so the data position is the step number. The slice is cut into micro-batches of ``batch_size``; worker w
-runs micro-batches w, w + workers, ...; each micro-batch's loss is its objective's own mean, and the step's
-gradient is the mean over the micro-batches (each loss is scaled by 1 / (grad_accum x workers) and the
-workers' gradients are summed by one all-reduce per step, which is DDP's gradient averaging). Then gradients
-are clipped to ``max_grad_norm``, AdamW steps, and the cosine schedule with linear warm-up
-(:mod:`.schedule`) moves on. With ``dtype="bfloat16"`` the forward pass runs under bf16 autocast; weights,
-optimizer state and losses stay fp32.
+so the data position is the step number, after the first ``skip_lists`` examples of the stream. The slice is
+cut into micro-batches of ``batch_size``; worker w runs micro-batches w, w + workers, ...; each micro-batch's
+loss is its objective's own mean, and the step's gradient is the mean over the micro-batches (each loss is
+scaled by 1 / (grad_accum x workers) and the workers' gradients are summed by one all-reduce per step, which
+is DDP's gradient averaging). Then gradients are clipped to ``max_grad_norm``, AdamW steps, and the cosine
+schedule with linear warm-up (:mod:`.schedule`) moves on. With ``dtype="bfloat16"`` the forward pass runs
+under bf16 autocast; weights, optimizer state and losses stay fp32.
 
 **Resuming.** Run the same call again: the latest checkpoint (verified against its manifest and refused
 when written with other settings) restores the trainable weights, the optimizer, the schedule, the data
@@ -77,6 +77,8 @@ class TrainConfig:
     (an earlier run's best/ or final/) to start from instead of a fresh adapter, so training can go on from
     weights a run left on another machine; its rank, alpha and targets must be the lora_* settings
     (:func:`adapter_lora_options` reads them), and a resumed run checks it is the same adapter (its sha256).
+    skip_lists: where in the seeded stream of training examples the run starts (module docstring); a run going
+    on from an adapter of the same examples and seed skips the step x global batch lists that adapter's run saw.
     dtype: "float32", "bfloat16" (autocast) or "auto": bf16 on a GPU that supports it, fp32 on the CPU (on a
     2-core CPU bf16 autocast measured slower than fp32 for a SmolLM2-135M LoRA step; see benchmarks).
     lr: peak learning rate (None: 1e-4 with LoRA, 2e-5 full). warmup_steps / warmup_ratio: linear warm-up
@@ -98,6 +100,7 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = DEFAULT_TARGETS
     init_adapter: str | None = None
+    skip_lists: int = 0
     dtype: str = "auto"
     device: str | None = None
     lr: float | None = None
@@ -142,8 +145,10 @@ class TrainConfig:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.skip_lists < 0:
+            raise ValueError(f"skip_lists must be >= 0, got {self.skip_lists}")
         if self.full and self.init_adapter is not None:
-            raise ValueError("init_adapter starts LoRA training from an adapter; it cannot start a full fine-tuning run")
+            raise ValueError("init_adapter starts LoRA training from an adapter; it cannot start full fine-tuning")
         if self.gpus_per_worker < 0:
             raise ValueError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
         if self.warmup_steps is not None and self.warmup_ratio is not None:
@@ -172,6 +177,8 @@ class TrainConfig:
         batch, and a fingerprint of the examples."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FREE_SETTINGS}
         out["lora_targets"] = list(self.lora_targets)
+        if not self.skip_lists:  # absent at 0, as in the checkpoints of runs from before the setting existed
+            del out["skip_lists"]
         if self.init_adapter is None:  # absent, as in the checkpoints of runs from before the setting existed
             del out["init_adapter"]
         else:  # what the run starts from, not where it lay
@@ -371,9 +378,10 @@ def _load_init_adapter(model: Any, lora: Any, config: TrainConfig) -> Any:
                          f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
 
 
-def _stream_indices(step: int, global_batch: int, n: int, seed: int, perms: dict[int, list[int]]) -> list[int]:
+def _stream_indices(step: int, global_batch: int, n: int, seed: int, perms: dict[int, list[int]],
+                    skip: int = 0) -> list[int]:
     out = []
-    for position in range(step * global_batch, (step + 1) * global_batch):
+    for position in range(skip + step * global_batch, skip + (step + 1) * global_batch):
         epoch, offset = divmod(position, n)
         if epoch not in perms:
             perm = list(range(n))
@@ -563,7 +571,8 @@ def _train_loop(
     applied = start  # steps whose update is in the weights
     try:
         for step in range(start, total):
-            batch_indices = _stream_indices(step, config.global_batch, len(train_set), config.seed, perms)
+            batch_indices = _stream_indices(step, config.global_batch, len(train_set), config.seed, perms,
+                                            config.skip_lists)
             losses = []
             for slots in mine:
                 chosen = [batch_indices[s] for s in slots]

@@ -151,12 +151,30 @@ def test_a_run_started_from_an_adapter_starts_where_that_adapter_left_off(tiny_p
         train(config(tiny_path, max_steps=2, eval_every=2, init_adapter=str(old.final)), examples, tmp_path / "new")
 
 
+def test_skip_lists_starts_a_run_where_an_earlier_run_of_the_same_stream_stopped(tiny_path, tmp_path, monkeypatch):
+    """A run of 2 steps that skips 4 lists trains on the lists steps 2 and 3 of an unskipped run train on, in the
+    same order; the stream crosses into the next epoch's permutation the same way."""
+    from rankline.rerankers.training import trainer
+
+    real, seen = trainer._stream_indices, []
+    monkeypatch.setattr(trainer, "_stream_indices", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    examples = make_examples(10)  # 8 training lists, 2 held out
+    train(config(tiny_path, max_steps=5, grad_accum=1, held_out=2), examples, tmp_path / "whole")
+    whole, seen[:] = list(seen), []
+    train(config(tiny_path, max_steps=3, grad_accum=1, held_out=2, skip_lists=4), examples, tmp_path / "rest")
+    assert seen == whole[2:] and len({i for batch in whole for i in batch}) == 8  # step 4 is in epoch 1
+    assert json.loads((tmp_path / "rest" / "settings.json").read_text())["skip_lists"] == 4
+    assert "skip_lists" not in json.loads((tmp_path / "whole" / "settings.json").read_text())
+    with pytest.raises(ValueError, match="skip_lists must be >= 0"):
+        config(tiny_path, skip_lists=-1)
+
+
 def test_an_adapter_of_other_lora_settings_cannot_start_a_run(tiny_path, tmp_path):
     old = train(config(tiny_path, max_steps=1, held_out=0), make_examples(6), tmp_path / "old")
     with pytest.raises(ValueError, match=r"the adapter has lora_rank 4, the run 8"):
         train(config(tiny_path, max_steps=1, held_out=0, lora_rank=8, init_adapter=str(old.final)), make_examples(6),
               tmp_path / "r8")
-    with pytest.raises(ValueError, match="cannot start a full fine-tuning run"):
+    with pytest.raises(ValueError, match="cannot start full fine-tuning"):
         config(tiny_path, full=True, init_adapter=str(old.final))
     with pytest.raises(FileNotFoundError, match="no such adapter folder"):
         train(config(tiny_path, max_steps=1, held_out=0, init_adapter=str(tmp_path / "nowhere")), make_examples(6),
