@@ -242,7 +242,8 @@ def _train(args: argparse.Namespace) -> int:
     best = result.best_scores
     where = f" (held-out nDCG@10 {best['ndcg@10']:.4f} at step {best['step']})" if best else ""
     if best and best["step"] == 0:
-        where += ": no trained step beat the untuned model on the held-out queries"
+        start = "the --init-adapter weights" if config.init_adapter else "the untuned model"
+        where += f": no trained step beat {start} on the held-out queries"
     how = f"--model {result.best}" if config.full else f"--model {config.model} --adapter {result.best}"
     print(f"rankline train: {result.steps} steps; best weights in {result.best}{where}; rerank with {how}",
           file=sys.stderr)

@@ -30,8 +30,8 @@ bit-for-bit the weights of an uninterrupted run. An interrupt (Ctrl-C; `rankline
 saves a checkpoint of the last finished step before it ends the run.
 
 **Held-out queries** (``held_out``: a count or a fraction of the training queries, ``split_by_query``, never
-trained on) are scored before the first step (the untuned model: ``best`` is a trained step only when one
-beats it, and a LoRA ``best`` of step 0 is the base model), every ``eval_every`` steps and at the end: the
+trained on) are scored before the first step (the untuned model, or ``init_adapter``'s: ``best`` is a trained
+step only when one beats it, and a LoRA ``best`` of step 0 is the base model or that adapter), every ``eval_every`` steps and at the end: the
 mean objective loss, top-1 accuracy (the best-scored candidate is the teacher's first, or for BlockRank a
 positive) and nDCG@10 of the order the scores give (gains: the qrels grades; records without grades count the
 teacher's first as the one relevant candidate). Evaluate on shuffled windows (the ``ListOptions`` default), so
@@ -566,7 +566,7 @@ def _train_loop(
                                f"nDCG@10 {scores['ndcg@10']:.4f}")
         _barrier(world)
 
-    if held and start == 0:  # the untuned model's scores start the curve: a step is best only if it beats them
+    if held and start == 0:  # the starting weights' scores start the curve: a step is best only if it beats them
         score_held_out(0)
     applied = start  # steps whose update is in the weights
     try:
