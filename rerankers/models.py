@@ -169,17 +169,24 @@ def check_device(device: Any) -> None:
         raise ValueError(f"device {device!r}: not available on this machine; expected cpu, cuda, cuda:N or mps")
 
 
-def check_adapter(adapter: Any) -> None:
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # the names peft saves an adapter under
+
+
+def check_adapter(adapter: Any) -> Path | None:
     """Refuse, before anything loads, an adapter that is not a peft LoRA adapter folder (adapter_config.json
-    and its weights), such as `rankline train`'s DIR/best."""
+    and its weights), such as `rankline train`'s DIR/best; return its weights file (None for no adapter)."""
     if adapter is None:
-        return
+        return None
     path = Path(str(adapter)).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"{adapter}: no such adapter folder")
     if not (path / "adapter_config.json").is_file():
         hint = " (it has config.json: a whole model, pass it as the model)" if (path / "config.json").is_file() else ""
         raise ValueError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json){hint}")
+    for name in ADAPTER_WEIGHTS:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"{adapter}: a LoRA adapter folder without its weights ({' or '.join(ADAPTER_WEIGHTS)})")
 
 
 def load_causal_lm(

@@ -31,10 +31,10 @@ saves a checkpoint of the last finished step before it ends the run.
 
 **Held-out queries** (``held_out``: a count or a fraction of the training queries, ``split_by_query``, never
 trained on) are scored before the first step (the untuned model, or ``init_adapter``'s: ``best`` is a trained
-step only when one beats it, and a LoRA ``best`` of step 0 is the base model or that adapter), every ``eval_every`` steps and at the end: the
-mean objective loss, top-1 accuracy (the best-scored candidate is the teacher's first, or for BlockRank a
-positive) and nDCG@10 of the order the scores give (gains: the qrels grades; records without grades count the
-teacher's first as the one relevant candidate). Evaluate on shuffled windows (the ``ListOptions`` default), so
+step only when one beats it, and a LoRA ``best`` of step 0 is the base model or that adapter), every
+``eval_every`` steps and at the end: the mean objective loss, top-1 accuracy (the best-scored candidate is the
+teacher's first, or for BlockRank a positive) and nDCG@10 of the order the scores give (gains: the qrels
+grades; records without grades count the teacher's first as the one relevant candidate). Evaluate on shuffled windows (the ``ListOptions`` default), so
 keeping the given order cannot pass for ranking. Test queries and test qrels must never be among the examples.
 """
 from __future__ import annotations
@@ -318,11 +318,7 @@ def adapter_lora_options(adapter: str | Path) -> dict[str, Any]:
 def _adapter_fingerprint(adapter: str | Path) -> str:
     from rankline.rerankers.models import check_adapter
 
-    check_adapter(adapter)
-    path = Path(adapter).expanduser() / "adapter_model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the adapter's weights are missing")
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return "sha256:" + hashlib.sha256(check_adapter(adapter).read_bytes()).hexdigest()
 
 
 def resolve_dtype(dtype: str, device: Any) -> bool:

@@ -176,6 +176,13 @@ def test_an_adapter_of_other_lora_settings_cannot_start_a_run(tiny_path, tmp_pat
               tmp_path / "r8")
     with pytest.raises(ValueError, match="cannot start full fine-tuning"):
         config(tiny_path, full=True, init_adapter=str(old.final))
+    weightless = tmp_path / "weightless"
+    shutil.copytree(old.final, weightless)
+    (weightless / "adapter_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="a LoRA adapter folder without its weights"):
+        train(config(tiny_path, max_steps=1, held_out=0, init_adapter=str(weightless)), make_examples(6),
+              tmp_path / "w")
+    assert not (tmp_path / "w").exists()  # refused before anything is written
     with pytest.raises(FileNotFoundError, match="no such adapter folder"):
         train(config(tiny_path, max_steps=1, held_out=0, init_adapter=str(tmp_path / "nowhere")), make_examples(6),
               tmp_path / "none")
