@@ -5,7 +5,8 @@ with the candidates in first-stage order (where the untuned model's positional p
 shuffled (where keeping the given order is worth nothing, so only ranking counts); BlockRank, whose blocks
 share their positions and see only themselves, in first-stage order alone. This prints nDCG@10 (against the
 training qrels) of the first stage, the untuned model and each adapter, with the paired t-test of each
-adapter against the untuned model on the same order.
+adapter against the untuned model on the same order. With `--rrf`, each reranker also gets a row fused with
+the first stage it reranked (reciprocal rank fusion, k 60, no weight to tune), tested against the first stage.
 
     python benchmarks/heldout.py --run out/first-train/scifact-train-bm25.trec \\
         --topics ../shared/data/beir/scifact/queries.jsonl --corpus ../shared/data/beir/scifact/corpus.jsonl \\
@@ -25,6 +26,7 @@ from rankline.evaluation.metrics import evaluate, mean
 from rankline.evaluation.significance import paired_t_test
 from rankline.formats import Candidates, Hit, read_candidates, read_qrels
 from rankline.rerankers import build_reranker
+from rankline.retrieval.fusion import fuse_runs
 from rankline.rerankers.models import DEFAULT_MODEL
 
 MEASURE = "nDCG@10"
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--context-size", type=int, default=4096, help="FIRST prompt budget in tokens (default 4096)")
     parser.add_argument("--max-block-tokens", type=int, default=384, help="BlockRank block size cap (default 384)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order (default 0)")
+    parser.add_argument("--rrf", action="store_true",
+                        help="also each reranker fused with the first stage (RRF, k 60), tested against the first stage")
     args = parser.parse_args()
 
     wanted = [q for q in open(args.qids, encoding="utf-8").read().split() if q]
@@ -76,21 +80,29 @@ def main() -> None:
                "blockrank": {"max_block_tokens": args.max_block_tokens}}[args.reranker]
     systems = [("untuned", None)] + [(a, a) for a in args.adapter]
     table: dict[tuple[str, str], list[float]] = {}
-    for order, cands in orders.items():
-        table["first stage", order] = scores(as_run([list(c.hits) for c in cands], wanted))
+    baseline: dict[str, str] = {}  # the row each row is tested against
+    first_stage = {order: as_run([list(c.hits) for c in cands], wanted) for order, cands in orders.items()}
+    for order in orders:
+        table["first stage", order] = scores(first_stage[order])
     for name, adapter in systems:
         reranker = build_reranker(args.reranker, args.model, adapter=adapter, **options)
+        if name != "untuned":
+            baseline[name] = "untuned"
         for order, cands in orders.items():
-            table[name, order] = scores(as_run(reranker.rerank_batch(cands), wanted))
+            reranked = as_run(reranker.rerank_batch(cands), wanted)
+            table[name, order] = scores(reranked)
+            if args.rrf:
+                baseline[f"{name} + first stage (RRF)"] = "first stage"
+                table[f"{name} + first stage (RRF)", order] = scores(fuse_runs([first_stage[order], reranked], "rrf"))
     setting = ", ".join(f"{k} {v}" for k, v in options.items())
     print(f"{len(wanted)} held-out queries of {args.qrels}; {args.reranker} ({args.model}) over the top {args.depth} "
-          f"of {args.run}, {setting}; {MEASURE}; p: paired t-test against untuned")
+          f"of {args.run}, {setting}; {MEASURE}; p: paired t-test against untuned (fused rows: against the first stage)")
     print(f"{'system':<48}" + "".join(f"{o:>20}{'p':>8}" for o in orders))
-    for name in ["first stage"] + [n for n, _ in systems]:
+    for name in dict.fromkeys(name for name, _ in table):
         row = f"{name[-48:]:<48}"
         for order in orders:
             values = table[name, order]
-            p = "" if name in ("first stage", "untuned") else f"{paired_t_test(values, table['untuned', order]).p_value:.3f}"
+            p = f"{paired_t_test(values, table[baseline[name], order]).p_value:.3f}" if name in baseline else ""
             row += f"{mean(dict(enumerate(values))):>20.4f}{p:>8}"
         print(row)
 
