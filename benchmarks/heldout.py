@@ -26,8 +26,8 @@ from rankline.evaluation.metrics import evaluate, mean
 from rankline.evaluation.significance import paired_t_test
 from rankline.formats import Candidates, Hit, read_candidates, read_qrels
 from rankline.rerankers import build_reranker
-from rankline.retrieval.fusion import fuse_runs
 from rankline.rerankers.models import DEFAULT_MODEL
+from rankline.retrieval.fusion import fuse_runs
 
 MEASURE = "nDCG@10"
 
