@@ -86,14 +86,16 @@ def main() -> None:
         table["first stage", order] = scores(first_stage[order])
     for name, adapter in systems:
         reranker = build_reranker(args.reranker, args.model, adapter=adapter, **options)
+        fused = f"{name} + first stage (RRF)"
         if name != "untuned":
             baseline[name] = "untuned"
+        if args.rrf:
+            baseline[fused] = "first stage"
         for order, cands in orders.items():
             reranked = as_run(reranker.rerank_batch(cands), wanted)
             table[name, order] = scores(reranked)
             if args.rrf:
-                baseline[f"{name} + first stage (RRF)"] = "first stage"
-                table[f"{name} + first stage (RRF)", order] = scores(fuse_runs([first_stage[order], reranked], "rrf"))
+                table[fused, order] = scores(fuse_runs([first_stage[order], reranked], "rrf"))
     setting = ", ".join(f"{k} {v}" for k, v in options.items())
     print(f"{len(wanted)} held-out queries of {args.qrels}; {args.reranker} ({args.model}) over the top {args.depth} "
           f"of {args.run}, {setting}; {MEASURE}; p: paired t-test against untuned (fused rows: against the first stage)")
