@@ -8,8 +8,9 @@ Every attention layer becomes Hedgehog feature-mapped linear attention (on rankl
 mixed with softmax attention over the last --window tokens (0: linear only), with lightning's per-head decay
 (none, the fixed TransNormer schedule, or learned from it); only those new parameters train, each layer to
 reproduce its softmax output on corpus text (every tenth document held out). DIR is a model folder:
-`--model DIR` loads it everywhere a model goes. Rerun the same command after an interruption to continue from
-DIR/checkpoints; a finished DIR with the same settings is left as it is.
+`--model DIR` loads it everywhere a model goes. Stop it with Ctrl-C, `kill PID` or `kill -INT PID`: it keeps its
+last finished step, and the same command continues from DIR/checkpoints; a finished DIR with the same settings is
+left as it is.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rankline.pipelines.commands._signals import stopped_like_ctrl_c
     from rankline.rerankers.linear.transfer import TransferConfig, transfer
     from rankline.rerankers.models import check_device, check_model_source
 
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(re.sub(r"^(\w+) must", lambda m: f"--{m.group(1).replace('_', '-')} must", str(exc))) from None
     check_model_source(args.model)
     check_device(args.device)
-    out = transfer(config, Path(args.out))
+    with stopped_like_ctrl_c():
+        out = transfer(config, Path(args.out))
     print(f"rankline linearize: {out} (load it with --model {out})")
     return 0

@@ -9,10 +9,11 @@ Text: a corpus file (BEIR corpus.jsonl: title and text of each document, EOS bet
 ``[s B, (s + 1) B)`` of a seeded permutation (wrapping around), so the data position is the step.
 
 Resumable like ``rankline train``: ``DIR/checkpoints/step-N`` (rerankers.training.checkpoint: atomic, checksummed,
-settings-checked; the twins' tensors, AdamW, the cosine schedule, RNG states). At the end the linearised model
-folder (llama.py) replaces DIR in one rename, checkpoints included in the old folder it replaces; its settings file
-records the transfer settings, so a rerun of a finished command does nothing and one with other settings is
-refused.
+settings-checked; the twins' tensors, AdamW, the cosine schedule, RNG states), also written for the last finished
+step when the run is interrupted (KeyboardInterrupt; `rankline linearize` turns SIGTERM into one). At the end the
+linearised model folder (llama.py) replaces DIR in one rename, checkpoints included in the old folder it replaces;
+its settings file records the transfer settings, so a rerun of a finished command does nothing and one with other
+settings is refused.
 """
 from __future__ import annotations
 
@@ -181,7 +182,12 @@ def transfer(config: TransferConfig, out: Path, *, progress: bool = True) -> Pat
         ckpt.restore_rng(state.python_rng, state.numpy_rng, tstates)
         start, history = state.step, state.history
 
+    def save(step: int) -> None:
+        ckpt.save_checkpoint(root, step, weights=named, optimizer=optimizer, scheduler=scheduler,
+                             history=history, best=None, settings=config.fingerprint(), keep=config.keep)
+
     recorder = LayerRecorder(model)
+    applied = saved = start  # steps whose update is in the twins; the last step checkpointed
     try:
         bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="attention transfer",
                    disable=not progress)
@@ -191,15 +197,21 @@ def transfer(config: TransferConfig, out: Path, *, progress: bool = True) -> Pat
                 model(input_ids=torch.tensor(rows, device=device), use_cache=False)
             errors = layer_errors(twins, recorder)
             loss = torch.stack(errors).mean()
+            record = {"step": step + 1, "loss": loss.item(), "layers": [e.item() for e in errors]}
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            history.append({"step": step + 1, "loss": loss.item(), "layers": [e.item() for e in errors]})
+            applied = step + 1
+            history.append(record)
             bar.set_postfix(mse=f"{loss.item():.3g}")
-            if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
-                ckpt.save_checkpoint(root, step + 1, weights=named, optimizer=optimizer, scheduler=scheduler,
-                                     history=history, best=None, settings=config.fingerprint(), keep=config.keep)
+            if applied % config.save_every == 0 or applied == config.steps:
+                save(applied)
+                saved = applied
+    except KeyboardInterrupt:  # keep the steps done since the last checkpoint; a step cut short is dropped
+        if applied > saved:
+            save(applied)
+        raise
     finally:
         recorder.remove()
     for layer, twin in zip(layers, twins):

@@ -5,6 +5,10 @@ line with exit 2 before any model loads."""
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from rankline.rerankers.linear import transfer as transfer_module
 from rankline.rerankers.linear.llama import WEIGHTS_FILE, LinearisedLlamaAttention
 from rankline.rerankers.linear.transfer import TransferConfig, corpus_sequences, transfer
 from rankline.rerankers.models import load_causal_lm
+from rankline.rerankers.training import checkpoint as ckpt
 
 WORDS = "cell protein gene expression tumor growth patients trial dose response blood cohort risk".split()
 
@@ -77,16 +82,17 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_model, corpus, tmp_pat
     calls = []
     real = transfer_module.layer_errors
 
-    def crash_at_step_5(twins, rec):
+    def crash_in_step_6(twins, rec):
         calls.append(1)
-        if len(calls) == 5:
+        if len(calls) == 6:
             raise KeyboardInterrupt
         return real(twins, rec)
 
-    monkeypatch.setattr(transfer_module, "layer_errors", crash_at_step_5)
+    monkeypatch.setattr(transfer_module, "layer_errors", crash_in_step_6)
     with pytest.raises(KeyboardInterrupt):
         transfer(_config(tiny_model, corpus), tmp_path / "resumed", progress=False)
-    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    # step 5 was finished but no checkpoint was due (every 2): the interrupt saves it, step 6 is dropped
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["step-4", "step-5"]
     monkeypatch.setattr(transfer_module, "layer_errors", real)
     resumed = transfer(_config(tiny_model, corpus), tmp_path / "resumed", progress=False)
     a, b = load_file(str(whole / WEIGHTS_FILE)), load_file(str(resumed / WEIGHTS_FILE))
@@ -118,3 +124,28 @@ def test_cli_linearizes(corpus, tiny_model, tmp_path, capsys) -> None:
     assert "--model" in capsys.readouterr().out
     lm = load_causal_lm(str(tmp_path / "o"), device="cpu")
     assert lm.model.model.layers[0].self_attn.settings.window == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_background_run_stops_on_kill_after_saving_its_last_step(sig, corpus, tiny_model, tmp_path) -> None:
+    """Started as a long run is (`nohup ... &` from a script: SIGINT arrives ignored), `rankline linearize` stops
+    on SIGTERM or SIGINT and checkpoints the steps it finished although no checkpoint was due."""
+    out = tmp_path / "o"
+    argv = ["linearize", "--model", tiny_model, "--out", str(out), "--corpus", str(corpus), "--steps", "100000",
+            "--save-every", "100000", "--seq-len", "32", "--device", "cpu"]
+    proc = subprocess.Popen([sys.executable, "-m", "rankline.pipelines.cli", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        err = ""
+        while max(map(int, re.findall(r"\| (\d+)/100000", err)), default=0) < 3:  # the bar counts finished steps
+            char = proc.stderr.read(1)
+            assert char, f"exited {proc.wait()} before step 3: {err[-2000:]}"
+            err += char
+        proc.send_signal(sig)
+        err += proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "rankline linearize: interrupted" in err
+    saved = ckpt.list_checkpoints(out / "checkpoints")
+    assert len(saved) == 1 and 3 <= saved[0][0] < 100000
