@@ -10,7 +10,8 @@ mixed with softmax attention over the last --window tokens (0: linear only), wit
 reproduce its softmax output on corpus text (every tenth document held out). DIR is a model folder:
 `--model DIR` loads it everywhere a model goes. Stop it with Ctrl-C, `kill PID` or `kill -INT PID`: it keeps its
 last finished step, and the same command continues from DIR/checkpoints; a finished DIR with the same settings is
-left as it is.
+left as it is. Stage 2 is `rankline train --model DIR ...`: a LoRA adapter on the linearised model's q/k/v/o
+projections with what stage 1 learned frozen; rerank with `--model DIR --adapter RUN/best`.
 """
 from __future__ import annotations
 

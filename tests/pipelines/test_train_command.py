@@ -1,7 +1,7 @@
 """`rankline train` end to end on the tiny Llama: lists from qrels + a first-stage run, the adapter it writes
 reranks through `rankline rerank --adapter`, rerunning the command resumes, a background run stops on kill
-after saving, bad input is one clear error, and two Ray Train workers (gloo) reach the weights of one worker
-with the same global batch."""
+after saving, bad input is one clear error, two Ray Train workers (gloo) reach the weights of one worker
+with the same global batch, and a linearised model trains its stage-2 LoRA adapter the same way."""
 from __future__ import annotations
 
 import json
@@ -153,3 +153,40 @@ def test_a_background_run_stops_on_kill_after_saving_its_last_step(data, fixture
     assert proc.returncode == 130 and "rankline train: interrupted" in err
     saved = ckpt.list_checkpoints(out / "checkpoints")
     assert len(saved) == 1 and 2 <= saved[0][0] < 5000
+
+
+def test_stage_two_trains_a_lora_adapter_on_a_linearised_model(data, fixtures_dir, capsys):
+    """LoLCATs stage 2 (issue 16): `rankline train --model DIR` on a `rankline linearize` folder wraps the
+    linearised layers' projections in LoRA, leaves what stage 1 learned (feature maps, mixing factors, decays) as
+    it was, and the adapter reranks through `--model DIR --adapter`."""
+    from safetensors.torch import load_file
+
+    from rankline.rerankers.linear.llama import LinearisedLlamaAttention
+    from rankline.rerankers.models import load_causal_lm
+
+    corpus = data / "corpus.jsonl"
+    rng = random.Random(1)
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": " ".join(rng.choices(WORDS, k=30))})
+                              + "\n" for i in range(30)))
+    lin, out = data / "lin", data / "run"
+    assert main(["linearize", "--model", str(fixtures_dir / "first-parity" / "tiny-llama"), "--out", str(lin),
+                 "--corpus", str(corpus), "--window", "2", "--decay", "learned", "--steps", "3", "--seq-len", "32",
+                 "--device", "cpu"]) == 0
+    assert main(base_args(data, fixtures_dir, out, "--model", str(lin), "--max-steps", "4", "--held-out", "2")) == 0
+
+    wrapped = {k.rsplit(".lora_", 1)[0] for k in load_file(str(out / "final" / "adapter_model.safetensors"))}
+    base, tuned = load_causal_lm(str(lin), device="cpu"), load_causal_lm(str(lin), device="cpu",
+                                                                         adapter=str(out / "final"))
+    layers = len(base.model.model.layers)
+    assert len(wrapped) == 4 * layers and all(".self_attn." in k for k in wrapped)  # q, k, v, o of every layer
+    for a, b in zip(base.model.model.layers, tuned.model.model.layers):
+        assert isinstance(b.self_attn, LinearisedLlamaAttention)
+        for p, q in zip(a.self_attn.transfer_parameters(), b.self_attn.transfer_parameters()):
+            assert torch.equal(p, q)
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    with torch.no_grad():
+        assert not torch.allclose(base.model(ids).logits, tuned.model(ids).logits, atol=1e-4)
+    run = data / "reranked.trec"
+    assert main(["rerank", "--candidates", str(data / "train.jsonl"), "--reranker", "first", "--model", str(lin),
+                 "--adapter", str(out / "final"), "--device", "cpu", "--out", str(run)]) == 0
+    assert len(read_run(run)) == 8
