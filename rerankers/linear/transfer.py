@@ -197,13 +197,13 @@ def transfer(config: TransferConfig, out: Path, *, progress: bool = True) -> Pat
                 model(input_ids=torch.tensor(rows, device=device), use_cache=False)
             errors = layer_errors(twins, recorder)
             loss = torch.stack(errors).mean()
-            record = {"step": step + 1, "loss": loss.item(), "layers": [e.item() for e in errors]}
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
-            applied = step + 1
-            history.append(record)
+            with ckpt.uninterrupted():
+                optimizer.step()
+                scheduler.step()
+                applied = step + 1
+                history.append({"step": applied, "loss": loss.item(), "layers": [e.item() for e in errors]})
             bar.set_postfix(mse=f"{loss.item():.3g}")
             if applied % config.save_every == 0 or applied == config.steps:
                 save(applied)

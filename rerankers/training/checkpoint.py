@@ -15,6 +15,10 @@ The folder is written under a temporary name next to its final one and renamed i
 interrupted save leaves no ``step-N`` at all; on load every file's checksum is compared with the manifest
 (a corrupted or truncated file is a ValueError naming it) and a checkpoint written with other settings is
 refused, naming the first setting that differs. :func:`prune` keeps the last K checkpoints.
+
+A run interrupted between checkpoints saves its last finished step; :func:`uninterrupted` keeps an interrupt from
+landing inside an update (part of the tensors changed, the step count not yet), which would save weights that no
+step of an uninterrupted run has.
 """
 from __future__ import annotations
 
@@ -23,13 +27,39 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 MANIFEST = "manifest.json"
 FORMAT = 1
 _STEP = re.compile(r"^step-(\d+)$")
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Run the block whole: a SIGINT or SIGTERM that arrives inside is held and handed to its handler on leaving
+    (so the KeyboardInterrupt comes after the block). Only signals with a Python handler are held (an ignored one
+    stays ignored, a default SIGTERM still ends the process); outside the main thread, where Python runs no
+    handlers, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = {s: h for s, h in before.items() if callable(h)}
+    for s in before:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if held:
+            before[held[0]](held[0], None)
 
 
 def file_sha256(path: Path) -> str:

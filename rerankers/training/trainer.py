@@ -582,9 +582,10 @@ def _train_loop(
             if world > 1:
                 _all_reduce_grads(params)
             norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm else None
-            optimizer.step()
-            scheduler.step()
-            applied = step + 1
+            with ckpt.uninterrupted():
+                optimizer.step()
+                scheduler.step()
+                applied = step + 1
             optimizer.zero_grad(set_to_none=True)
             metrics = {"loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0]}
             if norm is not None:

@@ -1,13 +1,16 @@
 """The trainer on a tiny random Llama: an interrupted run resumed with the same call ends with bit-for-bit the
 weights of an uninterrupted one (LoRA with dropout, and full fine-tuning), checkpoints are atomic, verified
-and refused under other settings, the schedule is transformers', the held-out scores are hand-checkable,
-and the best adapter loads with load_causal_lm(..., adapter=)."""
+and refused under other settings, an interrupt waits for the update it lands in, the schedule is transformers',
+the held-out scores are hand-checkable, and the best adapter loads with load_causal_lm(..., adapter=)."""
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
+import signal
+import time
 
 import pytest
 import torch
@@ -225,6 +228,42 @@ def test_save_is_atomic_and_keeps_the_last_k(tmp_path):
     (root / "step-3" / "state.json").unlink()
     with pytest.raises(ValueError, match="state.json: missing"):
         ckpt.verify(root / "step-3")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_inside_an_update_lands_after_it(sig):
+    """A signal inside `uninterrupted()` reaches its handler only when the block has run to its end; the handlers
+    before it are back afterwards."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def to_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, to_interrupt)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with ckpt.uninterrupted():
+                os.kill(os.getpid(), sig)
+                for _ in range(1000):  # time for Python to run a handler, had it not been held
+                    time.sleep(0)
+                done.append(True)
+        assert done == [True]
+        assert signal.getsignal(signal.SIGTERM) is to_interrupt
+        assert signal.getsignal(signal.SIGINT) is handlers[signal.SIGINT]
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def test_an_ignored_signal_stays_ignored_inside_an_update():
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with ckpt.uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_schedule_is_transformers_cosine_with_warmup():
