@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,8 @@ def test_a_background_run_stops_on_kill_after_saving_its_last_step(sig, corpus, 
     proc = subprocess.Popen([sys.executable, "-m", "rankline.pipelines.cli", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    watchdog = threading.Timer(300, proc.kill)  # a run that hangs ends the read below with EOF, not the suite
+    watchdog.start()
     try:
         err = ""
         while max(map(int, re.findall(r"\| (\d+)/100000", err)), default=0) < 3:  # the bar counts finished steps
@@ -145,6 +148,7 @@ def test_a_background_run_stops_on_kill_after_saving_its_last_step(sig, corpus, 
         proc.send_signal(sig)
         err += proc.communicate(timeout=120)[1]
     finally:
+        watchdog.cancel()
         proc.kill()
     assert proc.returncode == 130 and "rankline linearize: interrupted" in err
     saved = ckpt.list_checkpoints(out / "checkpoints")
