@@ -35,7 +35,8 @@ step only when one beats it, and a LoRA ``best`` of step 0 is the base model or 
 ``eval_every`` steps and at the end: the mean objective loss, top-1 accuracy (the best-scored candidate is the
 teacher's first, or for BlockRank a positive) and nDCG@10 of the order the scores give (gains: the qrels
 grades; records without grades count the teacher's first as the one relevant candidate). Evaluate on shuffled
-windows (the ``ListOptions`` default), so keeping the given order cannot pass for ranking. Test queries and test qrels must never be among the examples.
+windows (the ``ListOptions`` default), so keeping the given order cannot pass for ranking. Test queries and test
+qrels must never be among the examples.
 """
 from __future__ import annotations
 
