@@ -2,7 +2,7 @@
 
     rankline linearize --model M --out DIR --corpus CORPUS.jsonl [--window 64] [--decay none|fixed|learned]
                        [--steps 200 --lr 1e-2 --batch-size 2 --seq-len 256 --seed 0 --max-docs N]
-                       [--save-every 25 --keep 2 --device cpu]
+                       [--save-every 25 --keep 2 --device cpu] [--init EARLIER_DIR]
 
 Every attention layer becomes Hedgehog feature-mapped linear attention (on rankline.kernels.lightning_attention)
 mixed with softmax attention over the last --window tokens (0: linear only), with lightning's per-head decay
@@ -11,7 +11,9 @@ reproduce its softmax output on corpus text (every tenth document held out). DIR
 `--model DIR` loads it everywhere a model goes. Stop it with Ctrl-C, `kill PID` or `kill -INT PID`: it keeps its
 last finished step, and the same command continues from DIR/checkpoints; a finished DIR with the same settings is
 left as it is. Stage 2 is `rankline train --model DIR ...`: a LoRA adapter on the linearised model's q/k/v/o
-projections with what stage 1 learned frozen; rerank with `--model DIR --adapter RUN/best`.
+projections with what stage 1 learned frozen; rerank with `--model DIR --adapter RUN/best`. `--init EARLIER_DIR`
+starts from an earlier linearisation of the same model instead of identity feature maps, e.g. a second transfer
+on longer sequences (`--seq-len 1024`) after a first on short ones.
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, default=25, help="steps between checkpoints (default 25)")
     parser.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--init", metavar="EARLIER_DIR",
+                        help="start from this linearisation of the same model (same --window and --decay), e.g. "
+                             "a second transfer on longer sequences")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     config = TransferConfig(model=args.model, corpus=args.corpus, window=args.window, decay=args.decay,
                             steps=args.steps, lr=args.lr, batch_size=args.batch_size, seq_len=args.seq_len,
                             seed=args.seed, max_docs=args.max_docs, save_every=args.save_every, keep=args.keep,
-                            device=args.device)
+                            device=args.device, init=args.init)
     try:
         config.check()
     except ValueError as exc:  # name the flag: "window must be ..." -> "--window must be ..."

@@ -8,6 +8,10 @@ Text: a corpus file (BEIR corpus.jsonl: title and text of each document, EOS bet
 ``corpus_sequences(..., held_out=True)`` returns it for fidelity measurements. Step s uses sequences
 ``[s B, (s + 1) B)`` of a seeded permutation (wrapping around), so the data position is the step.
 
+A run may start from an earlier linearisation of the same model (``init``, a linearised folder with the same
+window and decay) instead of the identity feature maps: a second transfer stage on longer sequences goes on from
+the first. The folder's settings file records the earlier stage's transfer settings under ``init_transfer``.
+
 Resumable like ``rankline train``: ``DIR/checkpoints/step-N`` (rerankers.training.checkpoint: atomic, checksummed,
 settings-checked; the twins' tensors, AdamW, the cosine schedule, RNG states), also written for the last finished
 step when the run is interrupted (KeyboardInterrupt; `rankline linearize` turns SIGTERM into one). At the end the
@@ -43,6 +47,7 @@ class TransferConfig:
     save_every: int = 25
     keep: int = 2
     device: str | None = None
+    init: str | None = None
 
     def check(self) -> None:
         from rankline.rerankers.linear.llama import LinearSettings
@@ -57,10 +62,30 @@ class TransferConfig:
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         check_transfer_corpus(self.corpus)
+        if self.init is not None:
+            self.init_transfer()
+
+    def init_transfer(self) -> dict[str, Any]:
+        """The transfer settings of ``init`` (module docstring), after checking it can start this run."""
+        from rankline.rerankers.linear.llama import read_settings
+
+        if not is_linearised(self.init):
+            raise ValueError(f"init must be a linearised model folder (made by rankline linearize), got {self.init}")
+        settings = read_settings(self.init)
+        if (settings.window, settings.decay) != (self.window, self.decay):
+            raise ValueError(f"init must have this run's window and decay ({self.window}, {self.decay}); {self.init} "
+                             f"has ({settings.window}, {settings.decay})")
+        record = json.loads((Path(self.init) / SETTINGS_FILE).read_text(encoding="utf-8")).get("transfer") or {}
+        if record.get("model") != self.model:
+            raise ValueError(f"init must be a linearisation of this run's model {self.model!r}; {self.init} is one of "
+                             f"{record.get('model')!r}")
+        return record
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings a checkpoint must share to be resumed (where and how often to save do not count)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("save_every", "keep", "device")}
+        """The settings a checkpoint must share to be resumed (where and how often to save do not count; no
+        ``init`` is left out, so folders made before it existed stay finished)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("save_every", "keep", "device") and not (k == "init" and v is None)}
 
 
 def check_transfer_corpus(corpus: str) -> None:
@@ -121,6 +146,23 @@ def layer_errors(twins: list, recorder: LayerRecorder) -> "list[Any]":
             for i, twin in enumerate(twins)]
 
 
+def _load_init(named: dict[str, Any], init: Path) -> None:
+    """Set the twins' transfer parameters to those saved in the linearised folder ``init``."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rankline.rerankers.linear.llama import WEIGHTS_FILE
+
+    saved = load_file(str(init / WEIGHTS_FILE))
+    wrong = [name for name, p in named.items() if name not in saved or saved[name].shape != p.shape]
+    if wrong:
+        raise ValueError(f"{init / WEIGHTS_FILE}: does not fit this model's layers ({len(wrong)} of {len(named)} "
+                         f"tensors missing or of another shape, e.g. {wrong[0]})")
+    with torch.no_grad():
+        for name, p in named.items():
+            p.copy_(saved[name])
+
+
 def _torch_dtype(dtype: Any) -> Any:
     import torch
 
@@ -165,6 +207,8 @@ def transfer(config: TransferConfig, out: Path, *, progress: bool = True) -> Pat
     twins = [LinearisedLlamaAttention(layer.self_attn, settings, len(layers)) for layer in layers]
     named = {f"model.layers.{i}.self_attn.{name}": p for i, twin in enumerate(twins)
              for name, p in twin.named_parameters() if any(p is q for q in twin.transfer_parameters())}
+    if config.init is not None:
+        _load_init(named, Path(config.init))
     for p in named.values():
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(named.values(), lr=config.lr, weight_decay=0.0)
@@ -217,7 +261,9 @@ def transfer(config: TransferConfig, out: Path, *, progress: bool = True) -> Pat
     for layer, twin in zip(layers, twins):
         layer.self_attn = twin
     tmp = ckpt.temp_folder(out)
-    save_linearised(model, lm.tokenizer, settings, tmp, base_dtype=_torch_dtype(source_dtype),
-                    transfer=config.fingerprint())
+    record = config.fingerprint()
+    if config.init is not None:
+        record["init_transfer"] = config.init_transfer()
+    save_linearised(model, lm.tokenizer, settings, tmp, base_dtype=_torch_dtype(source_dtype), transfer=record)
     ckpt.replace_folder(tmp, out)
     return out

@@ -103,12 +103,30 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_model, corpus, tmp_pat
         transfer(_config(tiny_model, corpus, window=2), resumed, progress=False)
 
 
+def test_a_second_stage_starts_from_an_earlier_linearisation(tiny_model, corpus, tmp_path) -> None:
+    """With an lr too small to move anything, one step from `init` ends where `init` ended, not at the identity."""
+    first = transfer(_config(tiny_model, corpus), tmp_path / "first", progress=False)
+    still = dict(steps=1, lr=1e-12, seq_len=48)
+    second = transfer(_config(tiny_model, corpus, init=str(first), **still), tmp_path / "second", progress=False)
+    fresh = transfer(_config(tiny_model, corpus, **still), tmp_path / "fresh", progress=False)
+    a, b, c = (load_file(str(d / WEIGHTS_FILE)) for d in (first, second, fresh))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-8) for k in a)
+    assert any(not torch.allclose(a[k], c[k], atol=1e-4) for k in a)
+    record = json.loads((second / "linear_attention.json").read_text())["transfer"]
+    assert record["init"] == str(first) and record["init_transfer"]["seq_len"] == 32 and record["seq_len"] == 48
+    with pytest.raises(ValueError, match=r"init must have this run's window and decay \(2, learned\)"):
+        _config(tiny_model, corpus, window=2, init=str(first)).check()
+    with pytest.raises(ValueError, match="init must be a linearised model folder"):
+        _config(tiny_model, corpus, init=tiny_model).check()
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--window", "-1"], "--window must be an integer >= 0"),
     (["--steps", "0"], "--steps must be an integer >= 1"),
     (["--corpus", "/nonexistent/corpus.jsonl"], "no such corpus file"),
     (["--corpus", "/data/trec-dl-2019/queries.tsv"], "never TREC DL 2019"),
     (["--model", "/nonexistent/model"], "no such model folder"),
+    (["--init", "/nonexistent/linearised"], "--init must be a linearised model folder"),
 ])
 def test_cli_refuses_bad_options_in_one_line(flags, message, corpus, tiny_model, tmp_path, capsys) -> None:
     argv = ["linearize", "--model", tiny_model, "--out", str(tmp_path / "o"), "--corpus", str(corpus), *flags]
