@@ -82,8 +82,8 @@ class TransferConfig:
         return record
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings a checkpoint must share to be resumed (where and how often to save do not count; no
-        ``init`` is left out, so folders made before it existed stay finished)."""
+        """The settings a checkpoint must share to be resumed (where and how often to save do not count; an
+        unset ``init`` is left out, so folders and checkpoints made before the setting existed still match)."""
         return {k: v for k, v in asdict(self).items()
                 if k not in ("save_every", "keep", "device") and not (k == "init" and v is None)}
 
@@ -182,8 +182,9 @@ def transfer(config: TransferConfig, out: Path, *, progress: bool = True) -> Pat
     config.check()
     out = Path(out)
     if is_linearised(out):
-        done = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8")).get("transfer")
-        diff = ckpt.describe_difference(done or {}, config.fingerprint())
+        done = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8")).get("transfer") or {}
+        done.pop("init_transfer", None)  # a record of the earlier stage, not a setting of this one
+        diff = ckpt.describe_difference(done, config.fingerprint())
         if diff is None:
             return out
         raise ValueError(f"{out}: holds a linearisation made with other settings ({diff}); use another --out")

@@ -114,6 +114,7 @@ def test_a_second_stage_starts_from_an_earlier_linearisation(tiny_model, corpus,
     assert any(not torch.allclose(a[k], c[k], atol=1e-4) for k in a)
     record = json.loads((second / "linear_attention.json").read_text())["transfer"]
     assert record["init"] == str(first) and record["init_transfer"]["seq_len"] == 32 and record["seq_len"] == 48
+    assert transfer(_config(tiny_model, corpus, init=str(first), **still), second, progress=False) == second  # finished
     with pytest.raises(ValueError, match=r"init must have this run's window and decay \(2, learned\)"):
         _config(tiny_model, corpus, window=2, init=str(first)).check()
     with pytest.raises(ValueError, match="init must be a linearised model folder"):
