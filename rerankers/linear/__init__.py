@@ -7,7 +7,9 @@ conversion and the folder format, transfer.py stage 1 (attention transfer). This
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 SETTINGS_FILE = "linear_attention.json"
 
@@ -15,3 +17,8 @@ SETTINGS_FILE = "linear_attention.json"
 def is_linearised(path: str | Path) -> bool:
     """Whether ``path`` is a linearised model folder (it has the settings file ``rankline linearize`` writes)."""
     return (Path(path) / SETTINGS_FILE).is_file()
+
+
+def read_transfer(path: str | Path) -> dict[str, Any]:
+    """The transfer settings a linearised folder records (``rankline linearize``'s; empty when none are recorded)."""
+    return json.loads((Path(path) / SETTINGS_FILE).read_text(encoding="utf-8")).get("transfer") or {}

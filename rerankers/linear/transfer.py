@@ -21,13 +21,12 @@ settings is refused.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rankline.rerankers.linear import SETTINGS_FILE, is_linearised
+from rankline.rerankers.linear import is_linearised, read_transfer
 
 HELD_OUT_EVERY = 10
 
@@ -75,7 +74,7 @@ class TransferConfig:
         if (settings.window, settings.decay) != (self.window, self.decay):
             raise ValueError(f"init must have this run's window and decay ({self.window}, {self.decay}); {self.init} "
                              f"has ({settings.window}, {settings.decay})")
-        record = json.loads((Path(self.init) / SETTINGS_FILE).read_text(encoding="utf-8")).get("transfer") or {}
+        record = read_transfer(self.init)
         if record.get("model") != self.model:
             raise ValueError(f"init must be a linearisation of this run's model {self.model!r}; {self.init} is one of "
                              f"{record.get('model')!r}")
@@ -182,7 +181,7 @@ def transfer(config: TransferConfig, out: Path, *, progress: bool = True) -> Pat
     config.check()
     out = Path(out)
     if is_linearised(out):
-        done = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8")).get("transfer") or {}
+        done = read_transfer(out)
         done.pop("init_transfer", None)  # a record of the earlier stage, not a setting of this one
         diff = ckpt.describe_difference(done, config.fingerprint())
         if diff is None:
