@@ -7,7 +7,7 @@
                    [--lora-rank 16 --lora-alpha 32 --lora-dropout 0.05 --lora-targets q_proj,k_proj,v_proj,o_proj | --full]
                    [--init-adapter DIR --skip-lists N]
                    [--lr --warmup-steps|--warmup-ratio --max-steps|--epochs --batch-size --grad-accum --max-grad-norm]
-                   [--held-out 0.1 --eval-every 50 --save-every --keep 2] [--workers N --gpus-per-worker G]
+                   [--held-out 0.1 --held-out-disjoint --eval-every 50 --save-every --keep 2] [--workers N --gpus-per-worker G]
 
 Training data: qrels positives + hard negatives from a first-stage run (any candidates file `rankline
 rerank` reads; a TREC run with --topics and --corpus), cut into lists by the list options; or the
@@ -109,6 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sel.add_argument("--held-out", default="0.1",
                      help="training queries held out for model selection: a count (50) or a fraction (0.1, the "
                           "default); 0: none (best = last)")
+    sel.add_argument("--held-out-disjoint", action="store_true",
+                     help="also leave out of training every query that shares a positive passage with a held-out "
+                          "query, so the held-out score cannot come from passages trained as positives")
     sel.add_argument("--eval-every", type=int, default=50, help="steps between held-out scores (default 50)")
     sel.add_argument("--save-every", type=int, help="steps between checkpoints (default: --eval-every)")
     sel.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2)")
@@ -189,7 +192,8 @@ def make_config(args: argparse.Namespace):
             full=args.full, **lora, init_adapter=args.init_adapter, dtype=args.dtype, device=args.device, lr=args.lr,
             weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio,
             max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
-            max_grad_norm=args.max_grad_norm or None, held_out=_held_out(args.held_out), eval_every=args.eval_every,
+            max_grad_norm=args.max_grad_norm or None, held_out=_held_out(args.held_out),
+            held_out_disjoint=args.held_out_disjoint, eval_every=args.eval_every,
             save_every=args.save_every, keep=args.keep, seed=args.seed, context_size=args.context_size,
             max_block_tokens=args.max_block_tokens, skip_lists=args.skip_lists,
             workers=args.workers, gpus_per_worker=args.gpus_per_worker,
@@ -197,7 +201,7 @@ def make_config(args: argparse.Namespace):
     except ValueError as exc:
         import re
 
-        raise ValueError(re.sub(r"^(\w+) (must|is)", lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2)}",
+        raise ValueError(re.sub(r"^(\w+) (must|is|needs)", lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2)}",
                                 str(exc))) from None
 
 

@@ -30,13 +30,14 @@ bit-for-bit the weights of an uninterrupted run. An interrupt (Ctrl-C; `rankline
 saves a checkpoint of the last finished step before it ends the run.
 
 **Held-out queries** (``held_out``: a count or a fraction of the training queries, ``split_by_query``, never
-trained on) are scored before the first step (the untuned model, or ``init_adapter``'s: ``best`` is a trained
-step only when one beats it, and a LoRA ``best`` of step 0 is the base model or that adapter), every
-``eval_every`` steps and at the end: the mean objective loss, top-1 accuracy (the best-scored candidate is the
-teacher's first, or for BlockRank a positive) and nDCG@10 of the order the scores give (gains: the qrels
-grades; records without grades count the teacher's first as the one relevant candidate). Evaluate on shuffled
-windows (the ``ListOptions`` default), so keeping the given order cannot pass for ranking. Test queries and test
-qrels must never be among the examples.
+trained on; with ``held_out_disjoint`` no training query shares a positive passage with them) are scored
+before the first step (the untuned model, or ``init_adapter``'s: ``best`` is a trained step only when one
+beats it, and a LoRA ``best`` of step 0 is the base model or that adapter), every ``eval_every`` steps and
+at the end: the mean objective loss, top-1 accuracy (the best-scored candidate is the teacher's first, or for
+BlockRank a positive) and nDCG@10 of the order the scores give (gains: the qrels grades; records without grades
+count the teacher's first as the one relevant candidate). Evaluate on shuffled windows (the ``ListOptions``
+default), so keeping the given order cannot pass for ranking. Test queries and test qrels must never be among
+the examples.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -87,7 +89,8 @@ class TrainConfig:
     batch_size: examples per micro-batch; grad_accum: micro-batches per worker and step; the global batch is
     batch_size x grad_accum x workers. max_grad_norm: clip (None: off).
     held_out: queries held out for model selection (an int count or a float fraction; 0: none, then
-    DIR/best is the last step). eval_every / save_every: steps between held-out scores / checkpoints
+    DIR/best is the last step). held_out_disjoint: also leave out of training the queries that share a positive
+    passage with a held-out query (``split_by_query(disjoint_positives=True)``). eval_every / save_every: steps between held-out scores / checkpoints
     (save_every None: eval_every). keep: checkpoints kept. workers > 1: Ray Train (gpus_per_worker each).
     """
 
@@ -114,6 +117,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     held_out: float | int = 0.1
+    held_out_disjoint: bool = False
     eval_every: int = 50
     save_every: int | None = None
     keep: int = 2
@@ -148,6 +152,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.skip_lists < 0:
             raise ValueError(f"skip_lists must be >= 0, got {self.skip_lists}")
+        if self.held_out_disjoint and not self.held_out:
+            raise ValueError("held_out_disjoint needs held-out queries (a count or fraction above 0)")
         if self.full and self.init_adapter is not None:
             raise ValueError("init_adapter starts LoRA training from an adapter; it cannot start full fine-tuning")
         if self.gpus_per_worker < 0:
@@ -180,6 +186,8 @@ class TrainConfig:
         out["lora_targets"] = list(self.lora_targets)
         if not self.skip_lists:  # absent at 0, as in the checkpoints of runs from before the setting existed
             del out["skip_lists"]
+        if not self.held_out_disjoint:  # absent when off, as in the checkpoints of runs from before the setting existed
+            del out["held_out_disjoint"]
         if self.init_adapter is None:  # absent, as in the checkpoints of runs from before the setting existed
             del out["init_adapter"]
         else:  # what the run starts from, not where it lay
@@ -477,10 +485,15 @@ def _train_loop(
                          "not on ShareGPT conversations")
     if world != config.workers:
         raise ValueError(f"{world} workers run, the config says {config.workers}")
-    train_set, held = split_by_query(list(examples), held_out=config.held_out, seed=config.seed) \
+    train_set, held = split_by_query(list(examples), held_out=config.held_out, seed=config.seed,
+                                     disjoint_positives=config.held_out_disjoint) \
         if config.held_out else (list(examples), [])
     if not train_set:
         raise ValueError("no training examples")
+    if config.held_out_disjoint and rank == 0:
+        counts = [len({e.qid for e in part}) for part in (examples, train_set, held)]
+        print(f"held out {counts[2]} queries; training queries left out for sharing a positive passage with them: "
+              f"{counts[0] - counts[1] - counts[2]}", file=sys.stderr)
     settings = config.settings(examples)
     total = config.total_steps(len(train_set))
     device = torch.device(device or config.device or ("cuda" if torch.cuda.is_available() else "cpu"))

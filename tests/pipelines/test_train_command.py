@@ -67,6 +67,7 @@ def test_train_then_rerank_with_the_adapter(data, fixtures_dir, capsys):
     (["--sharegpt", "x.json"], "one source of training data"),
     (["--max-steps", "0"], "--max-steps must be >= 1"),
     (["--held-out", "half"], "--held-out must be a count"),
+    (["--held-out", "0", "--held-out-disjoint"], "--held-out-disjoint needs held-out queries"),
 ])
 def test_bad_input_is_one_line(data, fixtures_dir, capsys, extra, message):
     assert main(base_args(data, fixtures_dir, data / "run", *extra)) == 2

@@ -273,6 +273,28 @@ def test_split_by_query_on_examples_and_errors(files):
     assert train == examples and held == []
 
 
+def test_held_out_queries_disjoint_in_positives_leave_out_the_training_queries_that_share_one():
+    # positives: q0 {a}, q1 {a, b}, q2 {c}, q3 {d}, q4 {b}, q5 {e}; with q1 held out, q0 (a) and q4 (b) share one
+    positives = {"q0": "a", "q1": "ab", "q2": "c", "q3": "d", "q4": "b", "q5": "e"}
+
+    def example(qid: str) -> RankingExample:
+        hits = tuple(Hit(d, 1.0, d) for d in positives[qid] + "xy")
+        grades = tuple(1 if h.docid in positives[qid] else 0 for h in hits)
+        return RankingExample(Candidates(Query(qid, qid), hits), tuple(range(len(hits))), grades)
+
+    examples = [example(q) for _ in range(2) for q in positives]  # two lists a query, interleaved
+    seed = next(s for s in range(100) if {e.qid for e in split_by_query(examples, held_out=1, seed=s)[1]} == {"q1"})
+    plain_train, plain_held = split_by_query(examples, held_out=1, seed=seed)
+    train, held = split_by_query(examples, held_out=1, seed=seed, disjoint_positives=True)
+    assert held == plain_held and len(plain_train) == 10
+    assert train == [e for e in plain_train if e.qid in {"q2", "q3", "q5"}]  # both lists of each, in input order
+    with pytest.raises(ValueError, match="every training query shares"):
+        split_by_query([e for e in examples if e.qid in {"q0", "q1", "q4"}], held_out=1, seed=seed, disjoint_positives=True)
+    ungraded = [RankingExample(e.candidates, e.order) for e in examples]
+    with pytest.raises(ValueError, match="need graded examples"):
+        split_by_query(ungraded, held_out=1, seed=seed, disjoint_positives=True)
+
+
 def test_importing_the_training_package_loads_no_torch():
     code = ("import sys, rankline.rerankers.training; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")

@@ -111,6 +111,20 @@ def test_held_out_queries_and_curve_are_written_for_evaluation_outside_the_train
     assert other.history[0] == result.history[0] and other.history[1]["loss"] != result.history[3]["loss"]
 
 
+def test_held_out_disjoint_leaves_out_the_training_query_that_shares_a_positive(tiny_path, tmp_path, capsys):
+    examples = make_examples(6)
+    _, held = split_by_query(examples, held_out=2, seed=0)
+    positive = next(h for h, g in zip(held[0].hits, held[0].grades) if g > 0)
+    k = next(i for i, e in enumerate(examples) if e.qid not in {h.qid for h in held})
+    hits = tuple(positive if g > 0 else h for h, g in zip(examples[k].hits, examples[k].grades))
+    examples[k] = RankingExample(Candidates(examples[k].query, hits), examples[k].order, examples[k].grades)
+    cfg = config(tiny_path, max_steps=1, held_out=2, held_out_disjoint=True)
+    train(cfg, examples, tmp_path / "run")
+    assert "training queries left out for sharing a positive passage with them: 1" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["held_out_disjoint"] is True
+    assert "held_out_disjoint" not in config(tiny_path).settings(examples)  # off: the settings of older runs
+
+
 def test_a_bad_example_stops_the_run_before_the_first_step(tiny_path, tmp_path):
     """A BlockRank query block longer than --max-block-tokens would lose its scoring token: the run refuses it
     before training anything, however late in the data order the example comes."""
