@@ -3,7 +3,7 @@
     rankline train --method first|blockrank --model NAME_OR_PATH --out DIR
                    (--candidates RUN [--topics T --corpus C] --qrels QRELS | --sharegpt FILE | --blockrank-jsonl FILE)
                    [--list-size 20 --negatives top|sample --negative-depth 100 --no-shuffle ...]
-                   [--objective combined|ranking|lm --ranking-loss ranknet|listnet|lambdarank]
+                   [--objective combined|ranking|lm --ranking-loss ranknet|listnet|lambdarank --grade-ties]
                    [--lora-rank 16 --lora-alpha 32 --lora-dropout 0.05 --lora-targets q_proj,k_proj,v_proj,o_proj | --full]
                    [--init-adapter DIR --skip-lists N]
                    [--lr --warmup-steps|--warmup-ratio --max-steps|--epochs --batch-size --grad-accum --max-grad-norm]
@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "term alone (default combined)")
     obj.add_argument("--ranking-loss", choices=["ranknet", "listnet", "lambdarank"], default="ranknet",
                      help="FIRST's ranking term (default ranknet, weighted 1/(r_i + r_j))")
+    obj.add_argument("--grade-ties", action="store_true",
+                     help="FIRST's ranking term: candidates of equal qrels grade are ties (no pair; a negative meets "
+                          "only positives) instead of ordered by the run, which teaches the first stage's order")
     obj.add_argument("--context-size", type=int, default=4096, help="FIRST: prompt + answer token budget (default 4096)")
     obj.add_argument("--max-block-tokens", type=int, default=384,
                      help="BlockRank: block size cap in tokens (default 384); rerank with the same value")
@@ -189,6 +192,7 @@ def make_config(args: argparse.Namespace):
     try:
         return TrainConfig(
             method=args.method, model=args.model, objective=args.objective, ranking_loss=args.ranking_loss,
+            grade_ties=args.grade_ties,
             full=args.full, **lora, init_adapter=args.init_adapter, dtype=args.dtype, device=args.device, lr=args.lr,
             weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio,
             max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,

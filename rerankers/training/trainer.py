@@ -73,6 +73,9 @@ class TrainConfig:
     method: "first" or "blockrank". objective: "combined" (FIRST: L_LM + 10 x weighted RankNet, or the preset
     weight of `ranking_loss`; BlockRank: L_LM + 0.1 x InfoNCE on the scoring-layer attention), "ranking" (the
     ranking term alone) or "lm" (the LM term alone). ranking_loss (FIRST): ranknet, listnet or lambdarank.
+    grade_ties (FIRST): candidates of equal grade are ties in the ranking term (no pair: a negative meets only
+    positives; ``FirstObjective.use_grades``) instead of ordered by the teacher order's tie-break, the run's
+    order, which otherwise makes most pairs teach the first stage's order among negatives.
     context_size (FIRST): prompt + answer token budget. max_block_tokens (BlockRank): the block size cap, which
     the trained reranker must be run with too.
     full: fine-tune every weight; otherwise LoRA of rank `lora_rank`, alpha `lora_alpha`, dropout
@@ -98,6 +101,7 @@ class TrainConfig:
     model: str = DEFAULT_MODEL
     objective: str = "combined"
     ranking_loss: str = "ranknet"
+    grade_ties: bool = False
     full: bool = False
     lora_rank: int = 16
     lora_alpha: int = 32
@@ -152,6 +156,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.skip_lists < 0:
             raise ValueError(f"skip_lists must be >= 0, got {self.skip_lists}")
+        if self.grade_ties and (self.method != "first" or self.objective == "lm"):
+            raise ValueError("grade_ties applies to FIRST's ranking term (method first, objective combined or ranking)")
         if self.held_out_disjoint and not self.held_out:
             raise ValueError("held_out_disjoint needs held-out queries (a count or fraction above 0)")
         if self.full and self.init_adapter is not None:
@@ -184,10 +190,9 @@ class TrainConfig:
         batch, and a fingerprint of the examples."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FREE_SETTINGS}
         out["lora_targets"] = list(self.lora_targets)
-        if not self.skip_lists:  # absent at 0, as in the checkpoints of runs from before the setting existed
-            del out["skip_lists"]
-        if not self.held_out_disjoint:  # absent when off, as in the checkpoints of runs from before the setting existed
-            del out["held_out_disjoint"]
+        for name in ("skip_lists", "grade_ties", "held_out_disjoint"):
+            if not out[name]:  # absent at 0 / off, as in the checkpoints of runs from before the setting existed
+                del out[name]
         if self.init_adapter is None:  # absent, as in the checkpoints of runs from before the setting existed
             del out["init_adapter"]
         else:  # what the run starts from, not where it lay
@@ -237,7 +242,7 @@ class _Method:
             from rankline.rerankers.training.first_loss import first_objective, identifier_ids
 
             self.identifiers = identifier_ids(tokenizer)
-            self.objective = first_objective(config.objective, config.ranking_loss)
+            self.objective = first_objective(config.objective, config.ranking_loss, use_grades=config.grade_ties)
         else:
             from rankline.rerankers.blockrank import BlockRankOptions
             from rankline.rerankers.training.blockrank_loss import BlockRankObjective
@@ -483,6 +488,9 @@ def _train_loop(
     if config.method == "blockrank" and any(isinstance(e, ListwiseConversation) for e in examples):
         raise ValueError("BlockRank trains on examples with grades (qrels + run or BlockRank JSONL), "
                          "not on ShareGPT conversations")
+    if config.grade_ties and any(getattr(e, "grades", None) is None for e in examples):
+        raise ValueError("grade_ties needs graded examples (qrels + a run, or BlockRank JSONL), "
+                         "not rankings without grades")
     if world != config.workers:
         raise ValueError(f"{world} workers run, the config says {config.workers}")
     train_set, held = split_by_query(list(examples), held_out=config.held_out, seed=config.seed,

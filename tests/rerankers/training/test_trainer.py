@@ -125,6 +125,41 @@ def test_held_out_disjoint_leaves_out_the_training_query_that_shares_a_positive(
     assert "held_out_disjoint" not in config(tiny_path).settings(examples)  # off: the settings of older runs
 
 
+def test_grade_ties_score_only_the_pairs_of_unequal_grade(tiny_path, tmp_path):
+    """The step-0 held-out loss (the untuned model: LoRA's B starts at 0) of a ranking-only run is weighted
+    RankNet over the held-out windows, computed here from the model's first-token scores: over every pair of
+    the teacher order without grade_ties, over the (positive, negative) pairs only with it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rankline.rerankers.training.first_loss import FirstObjective, collate_first, encode_first, first_loss, identifier_ids
+
+    examples = make_examples(6)
+    _, held = split_by_query(examples, held_out=2, seed=0)
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_path).eval(), AutoTokenizer.from_pretrained(tiny_path)
+    ids = identifier_ids(tok)
+    with torch.no_grad():
+        scores = [first_loss(model, collate_first([encode_first(tok, e, identifiers=ids)], pad_token_id=0,
+                                                  identifiers=ids), FirstObjective()).scores[0] for e in held]
+
+    def expected(graded: bool) -> float:
+        per_window = []
+        for s, e in zip(scores, held):
+            rank = {position: r for r, position in enumerate(e.order, 1)}
+            pairs = [(i, j) for i in rank for j in rank
+                     if rank[i] < rank[j] and (not graded or e.grades[i] > e.grades[j])]
+            per_window.append(sum(math.log1p(math.exp(-(float(s[i]) - float(s[j])))) / (rank[i] + rank[j])
+                                  for i, j in pairs) / len(pairs))
+        return sum(per_window) / len(per_window)
+
+    for graded in (False, True):
+        cfg = config(tiny_path, max_steps=1, held_out=2, objective="ranking", grade_ties=graded)
+        result = train(cfg, examples, tmp_path / f"run-{graded}")
+        assert result.history[0]["loss"] == pytest.approx(expected(graded), rel=1e-5)
+    assert expected(True) != pytest.approx(expected(False), rel=1e-3)
+    with pytest.raises(ValueError, match="grade_ties applies to FIRST"):
+        config(tiny_path, method="blockrank", grade_ties=True)
+
+
 def test_a_bad_example_stops_the_run_before_the_first_step(tiny_path, tmp_path):
     """A BlockRank query block longer than --max-block-tokens would lose its scoring token: the run refuses it
     before training anything, however late in the data order the example comes."""
