@@ -93,8 +93,9 @@ class TrainConfig:
     batch_size x grad_accum x workers. max_grad_norm: clip (None: off).
     held_out: queries held out for model selection (an int count or a float fraction; 0: none, then
     DIR/best is the last step). held_out_disjoint: also leave out of training the queries that share a positive
-    passage with a held-out query (``split_by_query(disjoint_positives=True)``). eval_every / save_every: steps between held-out scores / checkpoints
-    (save_every None: eval_every). keep: checkpoints kept. workers > 1: Ray Train (gpus_per_worker each).
+    passage with a held-out query (``split_by_query(disjoint_positives=True)``). eval_every / save_every: steps
+    between held-out scores / checkpoints (save_every None: eval_every). keep: checkpoints kept. workers > 1:
+    Ray Train (gpus_per_worker each).
     """
 
     method: str = "first"
